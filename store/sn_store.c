@@ -1,0 +1,1683 @@
+/*
+ * sn_store.c - the session store.
+ *
+ * Layout. The store is split into shards (a power of two, 64 by default),
+ * chosen by the high bits of a seeded 64-bit hash of the session id. Each
+ * shard is a chained hash table behind its own mutex: readers of different
+ * shards never meet, and a read holds one lock for a lookup and a copy. The
+ * tables double when their load passes 1.
+ *
+ * A session is one malloc'd block: a small header (chain link, last access,
+ * hash, lengths), the id, and a canonical body holding everything that is
+ * replicated except last_access:
+ *
+ *   varint nvv,  nvv   x (u64 node, varint counter)          version vector
+ *   varint ndv,  ndv   x (varint vv index, varint counter)   destroy vector
+ *   varint meta (0 = none, else max_inactive + 1)
+ *        [u64 stamp, varint vv index of origin]               if meta
+ *   varint nattr, nattr x (varint name_len, name, u64 stamp,
+ *        varint origin vv index, varint flags,
+ *        varint value_len + 1 (0 = removed), value)
+ *
+ * The body is a function of the updates a replica has merged and nothing
+ * else, so replicas compare bodies (and digests) byte for byte. Reads scan
+ * the body in place; writes decode it into an sn_state_t, change that, and
+ * encode a new block (as listpacks are rewritten in Redis): sessions are
+ * small and written far less often than read, and one block per session
+ * keeps the fixed cost per session near 90 bytes.
+ *
+ * Merge rules (why they converge is in store/README.md): VV, DV and
+ * last_access join by pointwise max; meta and attributes survive only from a
+ * side whose DV equals the joined DV (invalidation wins over concurrent
+ * updates, while a write made after seeing a destroy carries that destroy in
+ * its DV and survives); between survivors, the larger (stamp, origin) wins.
+ * Stamps are hybrid logical clocks that observe every stamp merged, so a
+ * write that follows another causally also wins over it.
+ *
+ * Memory: every block and bucket array is accounted with malloc's usable
+ * size. Past the limit, a write evicts from its own shard the least recently
+ * used of a sample of alive sessions (Redis's approximate LRU); tombstones
+ * are never evicted, because forgetting one could let a stale update
+ * resurrect the session.
+ */
+#define _GNU_SOURCE
+#include "sn_store.h"
+
+#include <assert.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SN_SHARDS_DEFAULT 64
+#define SN_SHARDS_MAX 4096
+#define SN_EVICT_SAMPLES 16
+#define SN_MALLOC_HEADER 8       /* glibc's per-chunk size word */
+
+typedef struct sn_entry {
+    struct sn_entry *next;
+    uint64_t last_access_ms;
+    uint32_t hash;               /* low 32 bits of the id hash: bucket index */
+    uint32_t body_len;
+    uint8_t id_len;
+    uint8_t alive;               /* body has meta */
+    uint8_t data[];              /* id, then body */
+} sn_entry_t;
+
+typedef struct {
+    pthread_mutex_t lock;
+    sn_entry_t **buckets;
+    uint32_t mask;               /* buckets - 1 */
+    uint64_t count;              /* entries */
+    uint64_t tombstones;
+    uint64_t bytes;              /* accounted: entries + bucket array */
+    uint64_t rng;
+    sn_store_stats_t stats;      /* per-shard counters, summed on demand */
+} shard_t;
+
+struct sn_store {
+    sn_store_options_t opt;
+    shard_t *shards;
+    uint32_t shard_bits;
+    _Atomic uint64_t seq;        /* this node's last dot */
+    _Atomic uint64_t hlc;        /* last stamp issued or observed */
+    _Atomic uint64_t bytes;      /* sum of shard bytes, for the limit */
+    pthread_mutex_t gc_lock;     /* guards gc_stable */
+    sn_vv_t gc_stable;
+};
+
+/* ---------------------------------------------------------------- basics */
+
+static uint64_t default_clock(void *arg)
+{
+    (void) arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+static uint64_t now_ms(sn_store_t *self)
+{
+    return self->opt.clock(self->opt.clock_arg);
+}
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93ull;
+    x ^= x >> 32;
+    x *= 0xd6e8feb86659fd93ull;
+    x ^= x >> 32;
+    return x;
+}
+
+/* Seeded multiply-xorshift hash over 8-byte words; the seed is random per
+ * store so that clients cannot aim keys at one chain. */
+static uint64_t hash64(const void *data, size_t len, uint64_t seed)
+{
+    const uint8_t *p = data;
+    uint64_t h = seed ^ (len * 0x9e3779b97f4a7c15ull);
+    while (len >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = mix64(h ^ w) + 0x9e3779b97f4a7c15ull;
+        p += 8;
+        len -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, p, len);
+    return mix64(h ^ w ^ ((uint64_t) len << 56));
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    *s += 0x9e3779b97f4a7c15ull;
+    return mix64(*s);
+}
+
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+static uint64_t hlc_next(sn_store_t *self, uint64_t floor)
+{
+    uint64_t wall = now_ms(self) << 16;
+    uint64_t old = atomic_load(&self->hlc), next;
+    do {
+        next = max_u64(max_u64(old + 1, wall), floor + 1);
+    } while (!atomic_compare_exchange_weak(&self->hlc, &old, next));
+    return next;
+}
+
+static void hlc_observe(sn_store_t *self, uint64_t stamp)
+{
+    uint64_t old = atomic_load(&self->hlc);
+    while (old < stamp && !atomic_compare_exchange_weak(&self->hlc, &old, stamp))
+        ;
+}
+
+bool sn_id_valid(const void *id, size_t id_len)
+{
+    if (!id || id_len == 0 || id_len > SN_ID_MAX)
+        return false;
+    const uint8_t *p = id;
+    for (size_t i = 0; i < id_len; i++)
+        if (p[i] <= 0x20 || p[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* ----------------------------------------------------- version vectors */
+
+uint64_t sn_vv_get(const sn_vv_t *vv, uint64_t node)
+{
+    uint32_t lo = 0, hi = vv->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (vv->dots[mid].node < node)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < vv->n && vv->dots[lo].node == node ? vv->dots[lo].counter : 0;
+}
+
+static int vv_index(const sn_vv_t *vv, uint64_t node)
+{
+    for (uint32_t i = 0; i < vv->n; i++)
+        if (vv->dots[i].node == node)
+            return (int) i;
+    return -1;
+}
+
+bool sn_vv_leq(const sn_vv_t *a, const sn_vv_t *b)
+{
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < a->n; i++) {
+        while (j < b->n && b->dots[j].node < a->dots[i].node)
+            j++;
+        if (j == b->n || b->dots[j].node != a->dots[i].node ||
+            b->dots[j].counter < a->dots[i].counter)
+            return false;
+    }
+    return true;
+}
+
+static bool vv_equal(const sn_vv_t *a, const sn_vv_t *b)
+{
+    return a->n == b->n && (a->n == 0 || memcmp(a->dots, b->dots, a->n * sizeof *a->dots) == 0);
+}
+
+bool sn_vv_valid(const sn_vv_t *vv)
+{
+    if (vv->n > SN_VV_MAX || (vv->n && !vv->dots))
+        return false;
+    for (uint32_t i = 0; i < vv->n; i++) {
+        if (vv->dots[i].node == 0 || vv->dots[i].counter == 0)
+            return false;
+        if (i && vv->dots[i - 1].node >= vv->dots[i].node)
+            return false;
+    }
+    return true;
+}
+
+/* out->dots must hold a->n + b->n entries. */
+static void vv_join(const sn_vv_t *a, const sn_vv_t *b, sn_vv_t *out)
+{
+    uint32_t i = 0, j = 0, n = 0;
+    while (i < a->n || j < b->n) {
+        if (j == b->n || (i < a->n && a->dots[i].node < b->dots[j].node))
+            out->dots[n++] = a->dots[i++];
+        else if (i == a->n || b->dots[j].node < a->dots[i].node)
+            out->dots[n++] = b->dots[j++];
+        else {
+            out->dots[n] = a->dots[i];
+            out->dots[n++].counter = max_u64(a->dots[i++].counter, b->dots[j++].counter);
+        }
+    }
+    out->n = n;
+}
+
+static int vv_alloc_join(const sn_vv_t *a, const sn_vv_t *b, sn_vv_t *out)
+{
+    out->n = 0;
+    out->dots = malloc((a->n + b->n + 1) * sizeof *out->dots);
+    if (!out->dots)
+        return SN_ENOMEM;
+    vv_join(a, b, out);
+    return out->n > SN_VV_MAX ? SN_EINVAL : 0;
+}
+
+/* ------------------------------------------------------ GC knowledge */
+
+static bool gc_covers(sn_store_t *self, const sn_vv_t *vv)
+{
+    pthread_mutex_lock(&self->gc_lock);
+    bool yes = self->gc_stable.n && sn_vv_leq(vv, &self->gc_stable);
+    pthread_mutex_unlock(&self->gc_lock);
+    return yes;
+}
+
+/* A destroy vector every member is known to have collected no longer
+ * invalidates anything: whatever was concurrent with it is gone everywhere,
+ * and whatever came later must survive. */
+static bool dv_collected(sn_store_t *self, const sn_vv_t *dv)
+{
+    return dv->n && gc_covers(self, dv);
+}
+
+/* Joins `stable` into what this store knows to be stable. */
+static void gc_learn(sn_store_t *self, const sn_vv_t *stable)
+{
+    if (!stable->n)
+        return;
+    pthread_mutex_lock(&self->gc_lock);
+    if (!sn_vv_leq(stable, &self->gc_stable)) {
+        sn_vv_t joined;
+        if (vv_alloc_join(&self->gc_stable, stable, &joined) == 0) {
+            free(self->gc_stable.dots);
+            self->gc_stable = joined;
+        } else {
+            free(joined.dots);
+        }
+    }
+    pthread_mutex_unlock(&self->gc_lock);
+}
+
+/* A malloc'd copy of the stable vector (empty on failure). */
+static sn_vv_t gc_copy(sn_store_t *self)
+{
+    sn_vv_t out = {0, NULL};
+    pthread_mutex_lock(&self->gc_lock);
+    if (self->gc_stable.n) {
+        out.dots = malloc(self->gc_stable.n * sizeof(sn_dot_t));
+        if (out.dots) {
+            memcpy(out.dots, self->gc_stable.dots, self->gc_stable.n * sizeof(sn_dot_t));
+            out.n = self->gc_stable.n;
+        }
+    }
+    pthread_mutex_unlock(&self->gc_lock);
+    return out;
+}
+
+/* ------------------------------------------------------ body encoding */
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t) (v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t) v;
+    return p;
+}
+
+static uint8_t *put_u64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        *p++ = (uint8_t) (v >> (8 * i));
+    return p;
+}
+
+/* The body is produced by this file alone, so its reader asserts rather
+ * than checks. */
+static uint64_t get_varint(const uint8_t **pp)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    int shift = 0;
+    while (*p & 0x80) {
+        v |= (uint64_t) (*p++ & 0x7f) << shift;
+        shift += 7;
+        assert(shift < 64);
+    }
+    v |= (uint64_t) *p++ << shift;
+    *pp = p;
+    return v;
+}
+
+static uint64_t get_u64(const uint8_t **pp)
+{
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t) p[i] << (8 * i);
+    *pp = p + 8;
+    return v;
+}
+
+static int name_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c)
+        return c;
+    return alen < blen ? -1 : alen > blen;
+}
+
+/* Encodes `st` (minus last_access); with out == NULL only measures. Every
+ * origin must be in st->vv (checked by the callers' validation). */
+static size_t body_encode(const sn_state_t *st, uint8_t *out)
+{
+    uint8_t buf[10];
+    size_t n = 0;
+#define EMIT_VARINT(v) \
+    do { if (out) out = put_varint(out, (v)); else n += varint_len(v); } while (0)
+#define EMIT_U64(v) \
+    do { if (out) out = put_u64(out, (v)); else n += 8; } while (0)
+#define EMIT_BYTES(p, l) \
+    do { if (out) { if (l) memcpy(out, (p), (l)); out += (l); } else n += (l); } while (0)
+    (void) buf;
+    EMIT_VARINT(st->vv.n);
+    for (uint32_t i = 0; i < st->vv.n; i++) {
+        EMIT_U64(st->vv.dots[i].node);
+        EMIT_VARINT(st->vv.dots[i].counter);
+    }
+    EMIT_VARINT(st->dv.n);
+    for (uint32_t i = 0; i < st->dv.n; i++) {
+        EMIT_VARINT((uint64_t) vv_index(&st->vv, st->dv.dots[i].node));
+        EMIT_VARINT(st->dv.dots[i].counter);
+    }
+    if (st->has_meta) {
+        EMIT_VARINT((uint64_t) st->max_inactive + 1);
+        EMIT_U64(st->meta_stamp);
+        EMIT_VARINT((uint64_t) vv_index(&st->vv, st->meta_origin));
+    } else {
+        EMIT_VARINT(0);
+    }
+    EMIT_VARINT(st->nattrs);
+    for (uint32_t i = 0; i < st->nattrs; i++) {
+        const sn_attr_t *a = &st->attrs[i];
+        EMIT_VARINT(a->name_len);
+        EMIT_BYTES(a->name, a->name_len);
+        EMIT_U64(a->stamp);
+        EMIT_VARINT((uint64_t) vv_index(&st->vv, a->origin));
+        EMIT_VARINT(a->flags);
+        EMIT_VARINT(a->removed ? 0 : (uint64_t) a->value_len + 1);
+        if (!a->removed)
+            EMIT_BYTES(a->value, a->value_len);
+    }
+#undef EMIT_VARINT
+#undef EMIT_U64
+#undef EMIT_BYTES
+    return n;
+}
+
+static void state_free(sn_state_t *st)
+{
+    free(st->vv.dots);
+    free(st->dv.dots);
+    free(st->attrs);
+    memset(st, 0, sizeof *st);
+}
+
+/* Decodes an entry into `st`; names and values point into the entry. Each
+ * array gets `spare` extra slots for the write that follows. */
+static int body_decode(const sn_entry_t *e, sn_state_t *st, uint32_t spare)
+{
+    memset(st, 0, sizeof *st);
+    const uint8_t *p = e->data + e->id_len;
+    st->last_access_ms = e->last_access_ms;
+    st->vv.n = (uint32_t) get_varint(&p);
+    st->vv.dots = malloc((st->vv.n + spare) * sizeof(sn_dot_t));
+    if (!st->vv.dots)
+        goto nomem;
+    for (uint32_t i = 0; i < st->vv.n; i++) {
+        st->vv.dots[i].node = get_u64(&p);
+        st->vv.dots[i].counter = get_varint(&p);
+    }
+    st->dv.n = (uint32_t) get_varint(&p);
+    st->dv.dots = malloc((st->dv.n + st->vv.n + spare) * sizeof(sn_dot_t));
+    if (!st->dv.dots)
+        goto nomem;
+    for (uint32_t i = 0; i < st->dv.n; i++) {
+        st->dv.dots[i].node = st->vv.dots[get_varint(&p)].node;
+        st->dv.dots[i].counter = get_varint(&p);
+    }
+    uint64_t meta = get_varint(&p);
+    if (meta) {
+        st->has_meta = true;
+        st->max_inactive = (uint32_t) (meta - 1);
+        st->meta_stamp = get_u64(&p);
+        st->meta_origin = st->vv.dots[get_varint(&p)].node;
+    }
+    st->nattrs = (uint32_t) get_varint(&p);
+    st->attrs = malloc((st->nattrs + spare) * sizeof(sn_attr_t));
+    if (!st->attrs)
+        goto nomem;
+    for (uint32_t i = 0; i < st->nattrs; i++) {
+        sn_attr_t *a = &st->attrs[i];
+        a->name_len = (uint32_t) get_varint(&p);
+        a->name = p;
+        p += a->name_len;
+        a->stamp = get_u64(&p);
+        a->origin = st->vv.dots[get_varint(&p)].node;
+        a->flags = (uint32_t) get_varint(&p);
+        uint64_t vl = get_varint(&p);
+        a->removed = vl == 0;
+        a->value = vl ? p : NULL;
+        a->value_len = vl ? (uint32_t) (vl - 1) : 0;
+        p += a->value_len;
+    }
+    assert(p == e->data + e->id_len + e->body_len);
+    return 0;
+nomem:
+    state_free(st);
+    return SN_ENOMEM;
+}
+
+/* Finds attribute `name` in the body without decoding it. */
+static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t name_len,
+                           sn_attr_t *out)
+{
+    const uint8_t *p = e->data + e->id_len;
+    uint64_t nvv = get_varint(&p);
+    for (uint64_t i = 0; i < nvv; i++) {
+        p += 8;
+        get_varint(&p);
+    }
+    uint64_t ndv = get_varint(&p);
+    for (uint64_t i = 0; i < 2 * ndv; i++)
+        get_varint(&p);
+    if (get_varint(&p)) {
+        p += 8;
+        get_varint(&p);
+    }
+    uint64_t nattrs = get_varint(&p);
+    for (uint64_t i = 0; i < nattrs; i++) {
+        uint32_t nl = (uint32_t) get_varint(&p);
+        const uint8_t *nm = p;
+        p += nl + 8;
+        get_varint(&p);
+        uint32_t flags = (uint32_t) get_varint(&p);
+        uint64_t vl = get_varint(&p);
+        uint32_t vlen = vl ? (uint32_t) (vl - 1) : 0;
+        int c = name_cmp(nm, nl, name, name_len);
+        if (c == 0) {
+            if (!vl)
+                return false;
+            out->value = p;
+            out->value_len = vlen;
+            out->flags = flags;
+            return true;
+        }
+        if (c > 0)
+            return false;
+        p += vlen;
+    }
+    return false;
+}
+
+static uint32_t body_max_inactive(const sn_entry_t *e)
+{
+    const uint8_t *p = e->data + e->id_len;
+    uint64_t nvv = get_varint(&p);
+    for (uint64_t i = 0; i < nvv; i++) {
+        p += 8;
+        get_varint(&p);
+    }
+    uint64_t ndv = get_varint(&p);
+    for (uint64_t i = 0; i < 2 * ndv; i++)
+        get_varint(&p);
+    uint64_t meta = get_varint(&p);
+    return meta ? (uint32_t) (meta - 1) : 0;
+}
+
+/* ------------------------------------------------------------- shards */
+
+static size_t entry_cost(const sn_entry_t *e)
+{
+    return malloc_usable_size((void *) e) + SN_MALLOC_HEADER + sizeof(sn_entry_t *);
+}
+
+static shard_t *shard_of(sn_store_t *self, uint64_t h)
+{
+    return &self->shards[self->shard_bits ? h >> (64 - self->shard_bits) : 0];
+}
+
+static sn_entry_t **find_slot(shard_t *sh, uint32_t h, const void *id, size_t id_len)
+{
+    sn_entry_t **pp = &sh->buckets[h & sh->mask];
+    for (; *pp; pp = &(*pp)->next) {
+        sn_entry_t *e = *pp;
+        if (e->hash == h && e->id_len == id_len && memcmp(e->data, id, id_len) == 0)
+            return pp;
+    }
+    return pp;
+}
+
+static void account(sn_store_t *self, shard_t *sh, int64_t delta)
+{
+    sh->bytes += (uint64_t) delta;
+    atomic_fetch_add(&self->bytes, (uint64_t) delta);
+}
+
+static void shard_grow(sn_store_t *self, shard_t *sh)
+{
+    uint32_t nb = (sh->mask + 1) * 2;
+    if (nb == 0)
+        return;
+    sn_entry_t **b = calloc(nb, sizeof *b);
+    if (!b)
+        return;  /* longer chains, still correct */
+    for (uint32_t i = 0; i <= sh->mask; i++) {
+        sn_entry_t *e = sh->buckets[i];
+        while (e) {
+            sn_entry_t *next = e->next;
+            e->next = b[e->hash & (nb - 1)];
+            b[e->hash & (nb - 1)] = e;
+            e = next;
+        }
+    }
+    account(self, sh, (int64_t) (nb - (sh->mask + 1)) * (int64_t) sizeof *b);
+    free(sh->buckets);
+    sh->buckets = b;
+    sh->mask = nb - 1;
+}
+
+static void unlink_entry(sn_store_t *self, shard_t *sh, sn_entry_t **slot)
+{
+    sn_entry_t *e = *slot;
+    *slot = e->next;
+    sh->count--;
+    if (e->alive)
+        sh->stats.sessions--;
+    else
+        sh->tombstones--;
+    account(self, sh, -(int64_t) entry_cost(e));
+    free(e);
+}
+
+/* Evicts the least recently used of a sample of alive sessions in the shard,
+ * sparing `keep`. Returns false if there is none to evict. */
+static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
+{
+    sn_entry_t **best = NULL;
+    int seen = 0;
+    uint32_t nb = sh->mask + 1;
+    uint32_t start = (uint32_t) rng_next(&sh->rng);
+    for (uint32_t k = 0; k < nb && seen < SN_EVICT_SAMPLES; k++) {
+        sn_entry_t **pp = &sh->buckets[(start + k) & sh->mask];
+        for (; *pp; pp = &(*pp)->next) {
+            if (!(*pp)->alive || *pp == keep)
+                continue;
+            seen++;
+            if (!best || (*pp)->last_access_ms < (*best)->last_access_ms)
+                best = pp;
+        }
+    }
+    if (!best)
+        return false;
+    unlink_entry(self, sh, best);
+    sh->stats.evictions++;
+    return true;
+}
+
+/* Makes room for `need` more bytes. */
+static int make_room(sn_store_t *self, shard_t *sh, size_t need, const sn_entry_t *keep)
+{
+    if (!self->opt.memory_limit)
+        return 0;
+    while (atomic_load(&self->bytes) + need > self->opt.memory_limit) {
+        if (!evict_one(self, sh, keep)) {
+            sh->stats.full_errors++;
+            return SN_EFULL;
+        }
+    }
+    return 0;
+}
+
+/* Reserves a block of `need` bytes (header + id + body) that will replace
+ * `old` (NULL: a new entry), evicting to stay under the memory limit. The
+ * caller then fills it with commit_block, which cannot fail: a local write
+ * takes its dot only once the block is in hand, so a failed write leaves no
+ * hole in this node's sequence. */
+static int reserve_block(sn_store_t *self, shard_t *sh, const sn_entry_t *old, size_t need,
+                         sn_entry_t **out)
+{
+    size_t old_cost = old ? entry_cost(old) : 0;
+    size_t est = need + SN_MALLOC_HEADER + sizeof(sn_entry_t *);
+    if (est > old_cost) {
+        int rc = make_room(self, sh, est - old_cost, old);
+        if (rc)
+            return rc;
+    }
+    *out = malloc(need);
+    return *out ? 0 : SN_ENOMEM;
+}
+
+/* Encodes `st` into `e` (reserved large enough) and puts it in place of the
+ * entry for `id`, or inserts it. */
+static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_t *id,
+                         size_t id_len, const sn_state_t *st, sn_entry_t *e)
+{
+    /* eviction may have unlinked an entry before ours in the chain */
+    sn_entry_t **slot = find_slot(sh, h, id, id_len);
+    sn_entry_t *old = *slot;
+    size_t body = body_encode(st, NULL);
+    assert(offsetof(sn_entry_t, data) + id_len + body <= malloc_usable_size(e));
+    e->next = old ? old->next : NULL;
+    e->last_access_ms = st->last_access_ms;
+    e->hash = h;
+    e->body_len = (uint32_t) body;
+    e->id_len = (uint8_t) id_len;
+    e->alive = st->has_meta;
+    memcpy(e->data, id, id_len);
+    body_encode(st, e->data + id_len);
+    *slot = e;
+    if (old) {
+        if (old->alive)
+            sh->stats.sessions--;
+        else
+            sh->tombstones--;
+        account(self, sh, -(int64_t) entry_cost(old));
+        free(old);
+    } else {
+        sh->count++;
+    }
+    if (e->alive)
+        sh->stats.sessions++;
+    else
+        sh->tombstones++;
+    account(self, sh, (int64_t) entry_cost(e));
+    if (!old && sh->count > (uint64_t) sh->mask + 1)
+        shard_grow(self, sh);
+}
+
+static size_t block_size(const sn_state_t *st, size_t id_len)
+{
+    return offsetof(sn_entry_t, data) + id_len + body_encode(st, NULL);
+}
+
+/* Puts `st` in place of the entry at *slot (or inserts it). On failure the
+ * old entry stays as it was. */
+static int store_state(sn_store_t *self, shard_t *sh, sn_entry_t **slot, uint32_t h,
+                       const uint8_t *id, size_t id_len, const sn_state_t *st)
+{
+    size_t need = block_size(st, id_len);
+    if (need - offsetof(sn_entry_t, data) - id_len > UINT32_MAX)
+        return SN_ETOOBIG;
+    sn_entry_t *e;
+    int rc = reserve_block(self, sh, *slot, need, &e);
+    if (rc == 0)
+        commit_block(self, sh, h, id, id_len, st, e);
+    return rc;
+}
+
+static bool entry_expired(const sn_entry_t *e, uint64_t now)
+{
+    if (!e->alive)
+        return false;
+    uint32_t mi = body_max_inactive(e);
+    return mi && now >= e->last_access_ms + (uint64_t) mi * 1000u;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+sn_store_t *sn_store_new(const sn_store_options_t *options)
+{
+    if (!options || options->node_id == 0)
+        return NULL;
+    sn_store_t *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->opt = *options;
+    if (!self->opt.value_max)
+        self->opt.value_max = SN_VALUE_MAX_DEFAULT;
+    if (!self->opt.shards)
+        self->opt.shards = SN_SHARDS_DEFAULT;
+    if (!self->opt.touch_interval_ms)
+        self->opt.touch_interval_ms = 1000;
+    if (!self->opt.clock)
+        self->opt.clock = default_clock;
+    uint32_t ns = self->opt.shards;
+    if (ns > SN_SHARDS_MAX || (ns & (ns - 1))) {
+        free(self);
+        return NULL;
+    }
+    if (!self->opt.hash_seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        self->opt.hash_seed = mix64((uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 30) ^
+                                    (uint64_t) (uintptr_t) self) | 1;
+    }
+    while ((1u << self->shard_bits) < ns)
+        self->shard_bits++;
+    self->shards = calloc(ns, sizeof *self->shards);
+    if (!self->shards) {
+        free(self);
+        return NULL;
+    }
+    pthread_mutex_init(&self->gc_lock, NULL);
+    for (uint32_t i = 0; i < ns; i++) {
+        shard_t *sh = &self->shards[i];
+        pthread_mutex_init(&sh->lock, NULL);
+        sh->mask = 15;
+        sh->buckets = calloc(16, sizeof *sh->buckets);
+        sh->rng = self->opt.hash_seed + i;
+        if (!sh->buckets) {
+            self->opt.shards = i + 1;
+            sn_store_destroy(&self);
+            return NULL;
+        }
+        account(self, sh, 16 * sizeof *sh->buckets);
+    }
+    return self;
+}
+
+void sn_store_destroy(sn_store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    sn_store_t *self = *self_p;
+    for (uint32_t i = 0; i < self->opt.shards; i++) {
+        shard_t *sh = &self->shards[i];
+        if (sh->buckets)
+            for (uint32_t b = 0; b <= sh->mask; b++) {
+                sn_entry_t *e = sh->buckets[b];
+                while (e) {
+                    sn_entry_t *next = e->next;
+                    free(e);
+                    e = next;
+                }
+            }
+        free(sh->buckets);
+        pthread_mutex_destroy(&sh->lock);
+    }
+    free(self->shards);
+    free(self->gc_stable.dots);
+    pthread_mutex_destroy(&self->gc_lock);
+    free(self);
+    *self_p = NULL;
+}
+
+/* --------------------------------------------------------- local writes */
+
+/* A locked session lookup, shared by every operation. */
+typedef struct {
+    shard_t *sh;
+    uint32_t h;
+    sn_entry_t **slot;
+} lookup_t;
+
+static lookup_t lock_lookup(sn_store_t *self, const void *id, size_t id_len)
+{
+    uint64_t h = hash64(id, id_len, self->opt.hash_seed);
+    lookup_t l = {shard_of(self, h), (uint32_t) h, NULL};
+    pthread_mutex_lock(&l.sh->lock);
+    l.slot = find_slot(l.sh, l.h, id, id_len);
+    return l;
+}
+
+static void emit(sn_store_t *self, const sn_delta_t *d)
+{
+    if (self->opt.sink)
+        self->opt.sink(d, self->opt.sink_arg);
+}
+
+/* Sets node's counter in `vv` (sorted), inserting the entry if needed;
+ * vv->dots has a spare slot. */
+static void place_dot(sn_vv_t *vv, sn_dot_t dot)
+{
+    uint32_t i = 0;
+    while (i < vv->n && vv->dots[i].node < dot.node)
+        i++;
+    if (i < vv->n && vv->dots[i].node == dot.node) {
+        vv->dots[i].counter = dot.counter;
+        return;
+    }
+    memmove(&vv->dots[i + 1], &vv->dots[i], (vv->n - i) * sizeof(sn_dot_t));
+    vv->dots[i] = dot;
+    vv->n++;
+}
+
+static void set_meta(sn_store_t *self, sn_state_t *st, uint32_t max_inactive)
+{
+    st->has_meta = true;
+    st->max_inactive = max_inactive;
+    st->meta_stamp = hlc_next(self, st->meta_stamp);
+    st->meta_origin = self->opt.node_id;
+}
+
+/* Inserts or replaces attribute `a` in sorted `st->attrs` (spare slot). */
+static void put_attr(sn_state_t *st, const sn_attr_t *a)
+{
+    uint32_t i = 0;
+    int c = 1;
+    while (i < st->nattrs &&
+           (c = name_cmp(st->attrs[i].name, st->attrs[i].name_len, a->name, a->name_len)) < 0)
+        i++;
+    if (i < st->nattrs && c == 0) {
+        st->attrs[i] = *a;
+        return;
+    }
+    memmove(&st->attrs[i + 1], &st->attrs[i], (st->nattrs - i) * sizeof(sn_attr_t));
+    st->attrs[i] = *a;
+    st->nattrs++;
+}
+
+static sn_attr_t *find_attr(sn_state_t *st, const void *name, size_t name_len)
+{
+    for (uint32_t i = 0; i < st->nattrs; i++)
+        if (name_cmp(st->attrs[i].name, st->attrs[i].name_len, name, (uint32_t) name_len) == 0)
+            return &st->attrs[i];
+    return NULL;
+}
+
+enum { OP_CREATE, OP_PUT, OP_REMOVE, OP_DESTROY, OP_TOUCH_META };
+
+typedef struct {
+    int op;
+    const void *name;
+    size_t name_len;
+    const void *value;
+    size_t value_len;
+    uint32_t flags;
+    bool create;
+    uint32_t max_inactive;
+} write_t;
+
+/* Counter used to size a block before the real dot is taken: no real
+ * counter encodes longer. */
+#define PROVISIONAL_COUNTER (1ull << 62)
+
+/* Every local write: decode, change, reserve the new block, take the dot(s),
+ * commit, emit. A write may be two updates (a destroy of an expired session
+ * and the create that replaces it); each gets its own dot and delta. */
+static int local_write(sn_store_t *self, const void *id, size_t id_len, const write_t *w)
+{
+    if (!self)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    if ((w->op == OP_PUT || w->op == OP_REMOVE) &&
+        (w->name_len > SN_NAME_MAX || (w->name_len && !w->name)))
+        return SN_EBADNAME;
+    if (w->op == OP_PUT && w->value_len > self->opt.value_max)
+        return SN_ETOOBIG;
+    if (w->op == OP_PUT && w->value_len && !w->value)
+        return SN_EINVAL;
+
+    uint64_t now = now_ms(self);
+    const uint64_t me = self->opt.node_id;
+    lookup_t l = lock_lookup(self, id, id_len);
+    shard_t *sh = l.sh;
+    sn_entry_t *e = *l.slot;
+    sn_state_t st;
+    sn_dot_t *ctx0_dots = NULL, *dw_gc = NULL;
+    int rc = 0;
+    if (e) {
+        rc = body_decode(e, &st, 2);
+    } else {
+        memset(&st, 0, sizeof st);
+        st.vv.dots = malloc(2 * sizeof(sn_dot_t));
+        st.dv.dots = malloc(2 * sizeof(sn_dot_t));
+        st.attrs = malloc(2 * sizeof(sn_attr_t));
+        if (!st.vv.dots || !st.dv.dots || !st.attrs) {
+            state_free(&st);
+            rc = SN_ENOMEM;
+        }
+    }
+    if (rc) {
+        pthread_mutex_unlock(&sh->lock);
+        return rc;
+    }
+
+    bool alive = e && e->alive;
+    bool expired = e && entry_expired(e, now);
+    bool creating = (w->op == OP_CREATE || (w->op == OP_PUT && w->create)) && (!alive || expired);
+    /* An expired session is replaced, not revived: destroy it first so that
+     * replicas still holding it drop its attributes too. */
+    bool destroying = w->op == OP_DESTROY || (creating && alive && expired);
+    bool writing = w->op != OP_DESTROY;
+    if (w->op == OP_CREATE && alive && !expired)
+        rc = SN_EEXISTS;
+    else if (!creating && (!alive || expired))
+        rc = SN_ENOTFOUND;
+    else if (w->op == OP_REMOVE) {
+        sn_attr_t *a = find_attr(&st, w->name, w->name_len);
+        if (!a || a->removed)
+            rc = SN_ENOTFOUND;
+    }
+    if (rc)
+        goto out;
+
+    /* contexts: the VV before each update */
+    ctx0_dots = malloc(2 * (st.vv.n + 1) * sizeof(sn_dot_t));
+    if (!ctx0_dots) {
+        rc = SN_ENOMEM;
+        goto out;
+    }
+    sn_dot_t *ctx1_dots = ctx0_dots + st.vv.n + 1;
+    memcpy(ctx0_dots, st.vv.dots, st.vv.n * sizeof(sn_dot_t));
+    sn_vv_t ctx0 = {st.vv.n, ctx0_dots}, ctx1 = ctx0;
+
+    st.last_access_ms = max_u64(st.last_access_ms, now);
+    if (destroying) {
+        place_dot(&st.vv, (sn_dot_t){me, PROVISIONAL_COUNTER});
+        memcpy(st.dv.dots, st.vv.dots, st.vv.n * sizeof(sn_dot_t));
+        st.dv.n = st.vv.n;
+        st.has_meta = false;
+        st.max_inactive = 0;
+        st.meta_stamp = 0;
+        st.meta_origin = 0;
+        st.nattrs = 0;
+    }
+    sn_attr_t attr = {0};
+    if (writing) {
+        place_dot(&st.vv, (sn_dot_t){me, PROVISIONAL_COUNTER});
+        if (creating || w->op == OP_TOUCH_META)
+            set_meta(self, &st, w->max_inactive);
+        if (w->op == OP_PUT || w->op == OP_REMOVE) {
+            sn_attr_t *old = find_attr(&st, w->name, w->name_len);
+            attr.name = w->name_len ? w->name : (const uint8_t *) "";
+            attr.name_len = (uint32_t) w->name_len;
+            attr.stamp = hlc_next(self, old ? old->stamp : 0);
+            attr.origin = me;
+            if (w->op == OP_PUT) {
+                attr.value = w->value_len ? w->value : (const uint8_t *) "";
+                attr.value_len = (uint32_t) w->value_len;
+                attr.flags = w->flags;
+            } else {
+                attr.removed = true;
+            }
+            put_attr(&st, &attr);
+        }
+    }
+
+    sn_entry_t *block;
+    rc = reserve_block(self, sh, e, block_size(&st, id_len), &block);
+    if (rc)
+        goto out;
+
+    /* The block is ours: take the real dots, which encode no longer than
+     * the provisional one. */
+    sn_delta_t dd = {.kind = SN_DELTA_DESTROY, .id = id, .id_len = (uint32_t) id_len};
+    sn_delta_t dw = {.kind = SN_DELTA_WRITE, .id = id, .id_len = (uint32_t) id_len};
+    if (destroying) {
+        dd.dot = (sn_dot_t){me, atomic_fetch_add(&self->seq, 1) + 1};
+        place_dot(&st.dv, dd.dot);
+        place_dot(&st.vv, dd.dot);
+        dd.st.vv = ctx0;
+        dd.st.last_access_ms = st.last_access_ms;
+        ctx1.dots = ctx1_dots;
+        memcpy(ctx1_dots, ctx0_dots, ctx0.n * sizeof(sn_dot_t));
+        place_dot(&ctx1, dd.dot);
+    }
+    if (writing) {
+        dw.dot = (sn_dot_t){me, atomic_fetch_add(&self->seq, 1) + 1};
+        place_dot(&st.vv, dw.dot);
+        dw.st.vv = ctx1;
+        dw.st.dv = st.dv;
+        dw.st.has_meta = creating || w->op == OP_TOUCH_META;
+        dw.st.max_inactive = st.max_inactive;
+        dw.st.meta_stamp = st.meta_stamp;
+        dw.st.meta_origin = st.meta_origin;
+        dw.st.last_access_ms = st.last_access_ms;
+        dw.st.nattrs = (w->op == OP_PUT || w->op == OP_REMOVE) ? 1 : 0;
+        dw.st.attrs = &attr;
+        if (!e) {
+            dw.st.gc = gc_copy(self);
+            dw_gc = dw.st.gc.dots;
+        }
+    }
+    commit_block(self, sh, l.h, id, id_len, &st, block);
+    if (destroying) {
+        sh->stats.writes++;
+        emit(self, &dd);
+    }
+    if (writing) {
+        sh->stats.writes++;
+        emit(self, &dw);
+    }
+out:
+    free(dw_gc);
+    free(ctx0_dots);
+    state_free(&st);
+    pthread_mutex_unlock(&sh->lock);
+    return rc;
+}
+
+int sn_store_create(sn_store_t *self, const void *id, size_t id_len, uint32_t max_inactive)
+{
+    write_t w = {.op = OP_CREATE, .max_inactive = max_inactive};
+    return local_write(self, id, id_len, &w);
+}
+
+int sn_store_put(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                 size_t name_len, const void *value, size_t value_len, uint32_t flags,
+                 bool create, uint32_t max_inactive)
+{
+    write_t w = {.op = OP_PUT, .name = name, .name_len = name_len, .value = value,
+                 .value_len = value_len, .flags = flags, .create = create,
+                 .max_inactive = max_inactive};
+    return local_write(self, id, id_len, &w);
+}
+
+int sn_store_remove(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                    size_t name_len)
+{
+    write_t w = {.op = OP_REMOVE, .name = name, .name_len = name_len};
+    return local_write(self, id, id_len, &w);
+}
+
+int sn_store_destroy_session(sn_store_t *self, const void *id, size_t id_len)
+{
+    write_t w = {.op = OP_DESTROY};
+    return local_write(self, id, id_len, &w);
+}
+
+/* Moves last_access to `now` and emits a touch delta when the access
+ * crosses a touch_interval boundary: peers then lag at most one interval
+ * behind, and a hot session costs at most one message per interval. */
+static void access_entry(sn_store_t *self, shard_t *sh, sn_entry_t *e, uint64_t now)
+{
+    uint64_t before = e->last_access_ms;
+    if (now <= before)
+        return;
+    e->last_access_ms = now;
+    uint64_t iv = self->opt.touch_interval_ms;
+    if (now / iv != before / iv) {
+        sn_delta_t d = {.kind = SN_DELTA_TOUCH, .id = e->data, .id_len = e->id_len};
+        d.st.last_access_ms = now;
+        sh->stats.touches_sent++;
+        emit(self, &d);
+    }
+}
+
+int sn_store_touch(sn_store_t *self, const void *id, size_t id_len, int64_t max_inactive)
+{
+    if (max_inactive > (int64_t) UINT32_MAX)
+        return SN_EINVAL;
+    if (max_inactive >= 0) {
+        write_t w = {.op = OP_TOUCH_META, .max_inactive = (uint32_t) max_inactive};
+        return local_write(self, id, id_len, &w);
+    }
+    if (!self)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    uint64_t now = now_ms(self);
+    lookup_t l = lock_lookup(self, id, id_len);
+    sn_entry_t *e = *l.slot;
+    int rc = SN_ENOTFOUND;
+    if (e && e->alive && !entry_expired(e, now)) {
+        access_entry(self, l.sh, e, now);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&l.sh->lock);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static void count_expired(sn_store_t *self, lookup_t *l)
+{
+    l->sh->stats.expired++;
+    unlink_entry(self, l->sh, l->slot);
+}
+
+static int read_attr(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                     size_t name_len, void *buf, size_t cap, void **heap, size_t *value_len,
+                     uint32_t *flags)
+{
+    if (!self)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    if (name_len > SN_NAME_MAX || (name_len && !name))
+        return SN_EBADNAME;
+    uint64_t now = now_ms(self);
+    lookup_t l = lock_lookup(self, id, id_len);
+    sn_entry_t *e = *l.slot;
+    int rc = SN_ENOTFOUND;
+    sn_attr_t a;
+    if (!e || !e->alive) {
+        /* missing or destroyed: a miss */
+    } else if (entry_expired(e, now)) {
+        count_expired(self, &l);
+    } else if (body_find_attr(e, name, (uint32_t) name_len, &a)) {
+        rc = 0;
+        if (heap) {
+            *heap = malloc(a.value_len ? a.value_len : 1);
+            if (!*heap)
+                rc = SN_ENOMEM;
+            else
+                memcpy(*heap, a.value, a.value_len);
+        } else if (a.value_len > cap) {
+            rc = SN_ETRUNC;
+            if (cap)
+                memcpy(buf, a.value, cap);
+        } else if (a.value_len) {
+            memcpy(buf, a.value, a.value_len);
+        }
+        if (value_len)
+            *value_len = a.value_len;
+        if (flags)
+            *flags = a.flags;
+        access_entry(self, l.sh, e, now);
+    } else {
+        access_entry(self, l.sh, e, now);
+    }
+    pthread_mutex_unlock(&l.sh->lock);
+    return rc;
+}
+
+int sn_store_get(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                 size_t name_len, void *buf, size_t cap, size_t *value_len, uint32_t *flags)
+{
+    if (cap && !buf)
+        return SN_EINVAL;
+    return read_attr(self, id, id_len, name, name_len, buf, cap, NULL, value_len, flags);
+}
+
+int sn_store_get_alloc(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                       size_t name_len, void **value, size_t *value_len, uint32_t *flags)
+{
+    if (!value)
+        return SN_EINVAL;
+    *value = NULL;
+    return read_attr(self, id, id_len, name, name_len, NULL, 0, value, value_len, flags);
+}
+
+bool sn_store_exists(sn_store_t *self, const void *id, size_t id_len)
+{
+    if (!self || !sn_id_valid(id, id_len))
+        return false;
+    uint64_t now = now_ms(self);
+    lookup_t l = lock_lookup(self, id, id_len);
+    sn_entry_t *e = *l.slot;
+    bool yes = e && e->alive && !entry_expired(e, now);
+    pthread_mutex_unlock(&l.sh->lock);
+    return yes;
+}
+
+/* ---------------------------------------------------------------- merge */
+
+static bool attr_wins(const sn_attr_t *a, const sn_attr_t *b)
+{
+    if (a->stamp != b->stamp)
+        return a->stamp > b->stamp;
+    if (a->origin != b->origin)
+        return a->origin > b->origin;
+    /* Same write seen twice, or hostile input: any total order will do. */
+    if (a->removed != b->removed)
+        return a->removed;
+    if (a->flags != b->flags)
+        return a->flags > b->flags;
+    return name_cmp(a->value ? a->value : (const uint8_t *) "", a->value_len,
+                    b->value ? b->value : (const uint8_t *) "", b->value_len) > 0;
+}
+
+/* Joins `l` (local, may be NULL) and `r` into `out`. Pointers in `out` refer
+ * into both inputs. */
+static int state_join(const sn_state_t *l, const sn_state_t *r, sn_state_t *out)
+{
+    static const sn_state_t empty;
+    if (!l)
+        l = &empty;
+    memset(out, 0, sizeof *out);
+    int rc = vv_alloc_join(&l->vv, &r->vv, &out->vv);
+    if (rc == 0)
+        rc = vv_alloc_join(&l->dv, &r->dv, &out->dv);
+    out->attrs = malloc((l->nattrs + r->nattrs + 1) * sizeof(sn_attr_t));
+    if (rc == 0 && !out->attrs)
+        rc = SN_ENOMEM;
+    if (rc) {
+        state_free(out);
+        return rc;
+    }
+    bool lok = vv_equal(&l->dv, &out->dv);
+    bool rok = vv_equal(&r->dv, &out->dv);
+    out->last_access_ms = max_u64(l->last_access_ms, r->last_access_ms);
+
+    const sn_state_t *meta = NULL;
+    if (lok && l->has_meta)
+        meta = l;
+    if (rok && r->has_meta) {
+        sn_attr_t ma = {.stamp = meta ? meta->meta_stamp : 0, .origin = meta ? meta->meta_origin : 0};
+        sn_attr_t mb = {.stamp = r->meta_stamp, .origin = r->meta_origin};
+        if (!meta || attr_wins(&mb, &ma) ||
+            (mb.stamp == ma.stamp && mb.origin == ma.origin && r->max_inactive > meta->max_inactive))
+            meta = r;
+    }
+    if (meta) {
+        out->has_meta = true;
+        out->max_inactive = meta->max_inactive;
+        out->meta_stamp = meta->meta_stamp;
+        out->meta_origin = meta->meta_origin;
+    }
+
+    uint32_t i = 0, j = 0, ln = lok ? l->nattrs : 0, rn = rok ? r->nattrs : 0;
+    while (i < ln || j < rn) {
+        int c = i == ln ? 1 : j == rn ? -1
+                : name_cmp(l->attrs[i].name, l->attrs[i].name_len, r->attrs[j].name,
+                           r->attrs[j].name_len);
+        if (c < 0)
+            out->attrs[out->nattrs++] = l->attrs[i++];
+        else if (c > 0)
+            out->attrs[out->nattrs++] = r->attrs[j++];
+        else {
+            out->attrs[out->nattrs++] = attr_wins(&r->attrs[j], &l->attrs[i]) ? r->attrs[j]
+                                                                                : l->attrs[i];
+            i++;
+            j++;
+        }
+    }
+    if (out->nattrs > SN_ATTRS_MAX) {
+        state_free(out);
+        return SN_EINVAL;
+    }
+    return 0;
+}
+
+/* Checks what a peer sent before anything is merged: a state that breaks
+ * the invariants the body encoding relies on is refused whole. */
+static int state_check(sn_store_t *self, const sn_state_t *st)
+{
+    if (!sn_vv_valid(&st->vv) || !sn_vv_valid(&st->dv) || !sn_vv_leq(&st->dv, &st->vv) ||
+        !sn_vv_valid(&st->gc))
+        return SN_EINVAL;
+    if (st->nattrs > SN_ATTRS_MAX || (st->nattrs && !st->attrs))
+        return SN_EINVAL;
+    if (st->has_meta && (st->meta_origin == 0 || sn_vv_get(&st->vv, st->meta_origin) == 0))
+        return SN_EINVAL;
+    for (uint32_t i = 0; i < st->nattrs; i++) {
+        const sn_attr_t *a = &st->attrs[i];
+        if (a->name_len > SN_NAME_MAX || (a->name_len && !a->name))
+            return SN_EINVAL;
+        if (!a->removed && (a->value_len > self->opt.value_max || (a->value_len && !a->value)))
+            return SN_ETOOBIG;
+        if (a->origin == 0 || sn_vv_get(&st->vv, a->origin) == 0)
+            return SN_EINVAL;
+        if (i && name_cmp(st->attrs[i - 1].name, st->attrs[i - 1].name_len, a->name,
+                          a->name_len) >= 0)
+            return SN_EINVAL;
+    }
+    return 0;
+}
+
+static void observe_stamps(sn_store_t *self, const sn_state_t *st)
+{
+    if (st->has_meta)
+        hlc_observe(self, st->meta_stamp);
+    for (uint32_t i = 0; i < st->nattrs; i++)
+        hlc_observe(self, st->attrs[i].stamp);
+}
+
+/* A tombstone whose destroy every member has collected stands for nothing:
+ * a session created afresh after the collection must not be invalidated by
+ * a copy that a slower replica still holds. Only tombstones are treated so;
+ * a live session keeps its destroy vector, because a replica that has not
+ * learnt the stable vector yet would otherwise judge its updates concurrent
+ * with the destroy and drop them. */
+static bool collected_tombstone(sn_store_t *self, const sn_state_t *st)
+{
+    return !st->has_meta && (dv_collected(self, &st->dv) || gc_covers(self, &st->vv));
+}
+
+/* Joins `r` into the entry at l->slot (or inserts it). */
+static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id_len,
+                     const sn_state_t *r)
+{
+    sn_entry_t *e = *l->slot;
+    sn_state_t cur, out;
+    int rc = 0;
+    if (collected_tombstone(self, r))
+        return SN_APPLY_IGNORED;
+    if (e && (rc = body_decode(e, &cur, 0)))
+        return rc;
+    bool forget = e && collected_tombstone(self, &cur);
+    rc = state_join(e && !forget ? &cur : NULL, r, &out);
+    if (rc == 0) {
+        if (!out.has_meta && out.dv.n == 0)
+            rc = SN_EINVAL;  /* neither alive nor a tombstone */
+        else
+            rc = store_state(self, l->sh, l->slot, l->h, id, id_len, &out);
+        state_free(&out);
+    }
+    if (e)
+        state_free(&cur);
+    return rc;
+}
+
+int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
+{
+    if (!self || !d)
+        return SN_EINVAL;
+    if (!sn_id_valid(d->id, d->id_len))
+        return SN_EBADID;
+    if (d->kind == SN_DELTA_TOUCH) {
+        lookup_t l = lock_lookup(self, d->id, d->id_len);
+        sn_entry_t *e = *l.slot;
+        int rc = SN_APPLY_IGNORED;
+        if (e && e->alive) {
+            rc = d->st.last_access_ms > e->last_access_ms ? SN_APPLY_APPLIED : SN_APPLY_DUPLICATE;
+            e->last_access_ms = max_u64(e->last_access_ms, d->st.last_access_ms);
+        }
+        pthread_mutex_unlock(&l.sh->lock);
+        return rc;
+    }
+    if (d->kind != SN_DELTA_WRITE && d->kind != SN_DELTA_DESTROY)
+        return SN_EINVAL;
+    if (d->dot.node == 0 || d->dot.counter == 0 || !sn_vv_valid(&d->st.vv) ||
+        sn_vv_get(&d->st.vv, d->dot.node) >= d->dot.counter)
+        return SN_EINVAL;
+
+    /* The fragment as a state: VV = context + dot. */
+    sn_state_t r = d->st;
+    sn_dot_t vv_dots[d->st.vv.n + 1];
+    sn_vv_t dotvv = {1, (sn_dot_t *) &d->dot};
+    r.vv.dots = vv_dots;
+    vv_join(&d->st.vv, &dotvv, &r.vv);
+    if (d->kind == SN_DELTA_DESTROY) {
+        r.dv = r.vv;
+        r.has_meta = false;
+        r.nattrs = 0;
+    } else {
+        for (uint32_t i = 0; i < r.nattrs; i++)
+            if (r.attrs[i].origin != d->dot.node)
+                return SN_EINVAL;
+        if (r.has_meta && r.meta_origin != d->dot.node)
+            return SN_EINVAL;
+    }
+    int rc = state_check(self, &r);
+    if (rc)
+        return rc;
+    observe_stamps(self, &r);
+    gc_learn(self, &r.gc);
+
+    lookup_t l = lock_lookup(self, d->id, d->id_len);
+    sn_entry_t *e = *l.slot;
+    if (e) {
+        sn_state_t vvonly;
+        rc = body_decode(e, &vvonly, 0);
+        if (rc == 0) {
+            if (sn_vv_get(&vvonly.vv, d->dot.node) >= d->dot.counter)
+                rc = SN_APPLY_DUPLICATE;
+            else if (d->kind == SN_DELTA_WRITE && !sn_vv_leq(&d->st.vv, &vvonly.vv))
+                rc = SN_APPLY_NEED_FULL;
+            state_free(&vvonly);
+        }
+    } else {
+        pthread_mutex_lock(&self->gc_lock);
+        bool collected = self->gc_stable.n && sn_vv_get(&self->gc_stable, d->dot.node) >= d->dot.counter;
+        pthread_mutex_unlock(&self->gc_lock);
+        if (collected)
+            rc = SN_APPLY_DUPLICATE;
+        else if (d->kind == SN_DELTA_WRITE && (d->st.vv.n != 0 || !r.has_meta))
+            rc = SN_APPLY_NEED_FULL;
+    }
+    if (rc == 0) {
+        rc = join_into(self, &l, d->id, d->id_len, &r);
+        if (rc == 0)
+            rc = SN_APPLY_APPLIED;
+        else if (rc == SN_APPLY_IGNORED)
+            rc = SN_APPLY_DUPLICATE;
+    }
+    if (rc == SN_APPLY_APPLIED)
+        l.sh->stats.applied++;
+    else if (rc == SN_APPLY_DUPLICATE)
+        l.sh->stats.duplicates++;
+    else if (rc == SN_APPLY_NEED_FULL)
+        l.sh->stats.need_full++;
+    pthread_mutex_unlock(&l.sh->lock);
+    return rc;
+}
+
+int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_state_t *st)
+{
+    if (!self || !st)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    int rc = state_check(self, st);
+    if (rc)
+        return rc;
+    if (!st->has_meta && st->dv.n == 0)
+        return SN_EINVAL;
+    observe_stamps(self, st);
+    gc_learn(self, &st->gc);
+    uint64_t now = now_ms(self);
+    lookup_t l = lock_lookup(self, id, id_len);
+    sn_entry_t *e = *l.slot;
+    if (!e) {
+        if (collected_tombstone(self, st))
+            rc = SN_APPLY_IGNORED;
+        else if (st->has_meta && st->max_inactive &&
+                 now >= st->last_access_ms + (uint64_t) st->max_inactive * 1000u)
+            rc = SN_APPLY_IGNORED;
+    } else {
+        sn_state_t cur;
+        rc = body_decode(e, &cur, 0);
+        if (rc == 0) {
+            if (sn_vv_leq(&st->vv, &cur.vv)) {
+                /* holds every update the peer has; only last_access may move */
+                rc = st->last_access_ms > e->last_access_ms ? SN_APPLY_APPLIED
+                                                            : SN_APPLY_DUPLICATE;
+                e->last_access_ms = max_u64(e->last_access_ms, st->last_access_ms);
+            }
+            state_free(&cur);
+        }
+    }
+    if (rc == 0) {
+        rc = join_into(self, &l, id, id_len, st);
+        if (rc == 0)
+            rc = SN_APPLY_APPLIED;
+    }
+    if (rc == SN_APPLY_APPLIED)
+        l.sh->stats.merges++;
+    pthread_mutex_unlock(&l.sh->lock);
+    return rc;
+}
+
+/* ------------------------------------------------- export, scan, digest */
+
+static int visit(sn_entry_t *e, const sn_vv_t *gc, sn_state_fn fn, void *arg)
+{
+    sn_state_t st;
+    int rc = body_decode(e, &st, 0);
+    if (rc)
+        return rc;
+    st.gc = *gc;
+    fn(e->data, e->id_len, &st, arg);
+    st.gc = (sn_vv_t){0, NULL};
+    state_free(&st);
+    return 0;
+}
+
+int sn_store_export(sn_store_t *self, const void *id, size_t id_len, sn_state_fn fn, void *arg)
+{
+    if (!self || !fn)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    sn_vv_t gc = gc_copy(self);
+    lookup_t l = lock_lookup(self, id, id_len);
+    int rc = *l.slot ? visit(*l.slot, &gc, fn, arg) : SN_ENOTFOUND;
+    pthread_mutex_unlock(&l.sh->lock);
+    free(gc.dots);
+    return rc;
+}
+
+static uint32_t rev32(uint32_t v)
+{
+    v = ((v >> 1) & 0x55555555u) | ((v & 0x55555555u) << 1);
+    v = ((v >> 2) & 0x33333333u) | ((v & 0x33333333u) << 2);
+    v = ((v >> 4) & 0x0f0f0f0fu) | ((v & 0x0f0f0f0fu) << 4);
+    v = ((v >> 8) & 0x00ff00ffu) | ((v & 0x00ff00ffu) << 8);
+    return (v >> 16) | (v << 16);
+}
+
+/* The bucket cursor advances in reversed-bit order (Redis's dictScan), so a
+ * table that doubles between calls neither skips buckets nor revisits more
+ * than the ones that split. */
+int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_state_fn fn, void *arg)
+{
+    if (!self || !cursor || !fn)
+        return SN_EINVAL;
+    uint32_t shard = (uint32_t) (*cursor >> 32);
+    uint32_t v = (uint32_t) *cursor;
+    size_t visits = 0;
+    sn_vv_t gc = gc_copy(self);
+    while (shard < self->opt.shards && visits < (max_visits ? max_visits : 1)) {
+        shard_t *sh = &self->shards[shard];
+        pthread_mutex_lock(&sh->lock);
+        do {
+            for (sn_entry_t *e = sh->buckets[v & sh->mask]; e; e = e->next) {
+                if (visit(e, &gc, fn, arg) == 0)
+                    visits++;
+            }
+            v |= ~sh->mask;
+            v = rev32(rev32(v) + 1);
+        } while (v != 0 && visits < (max_visits ? max_visits : 1));
+        pthread_mutex_unlock(&sh->lock);
+        if (v == 0)
+            shard++;
+    }
+    free(gc.dots);
+    *cursor = ((uint64_t) shard << 32) | v;
+    return shard < self->opt.shards;
+}
+
+int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest)
+{
+    if (!self || !digest)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    lookup_t l = lock_lookup(self, id, id_len);
+    sn_entry_t *e = *l.slot;
+    int rc = SN_ENOTFOUND;
+    if (e) {
+        /* fixed seed: digests are compared across nodes */
+        *digest = hash64(e->data + e->id_len, e->body_len, 0x5e55a0de5e55a0deull);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&l.sh->lock);
+    return rc;
+}
+
+/* ------------------------------------------------------ expiry and GC */
+
+size_t sn_store_expire(sn_store_t *self)
+{
+    if (!self)
+        return 0;
+    size_t removed = 0;
+    uint64_t now = now_ms(self);
+    for (uint32_t s = 0; s < self->opt.shards; s++) {
+        shard_t *sh = &self->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t b = 0; b <= sh->mask; b++) {
+            sn_entry_t **pp = &sh->buckets[b];
+            while (*pp) {
+                if (entry_expired(*pp, now)) {
+                    lookup_t l = {sh, (*pp)->hash, pp};
+                    count_expired(self, &l);
+                    removed++;
+                } else {
+                    pp = &(*pp)->next;
+                }
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return removed;
+}
+
+size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable)
+{
+    if (!self || !stable || !sn_vv_valid(stable))
+        return 0;
+    gc_learn(self, stable);
+    sn_vv_t known = gc_copy(self);
+
+    size_t removed = 0;
+    for (uint32_t s = 0; s < self->opt.shards; s++) {
+        shard_t *sh = &self->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        for (uint32_t b = 0; b <= sh->mask; b++) {
+            sn_entry_t **pp = &sh->buckets[b];
+            while (*pp) {
+                sn_entry_t *e = *pp;
+                sn_state_t st;
+                if (body_decode(e, &st, 0)) {
+                    pp = &e->next;
+                    continue;
+                }
+                bool covered = sn_vv_leq(&st.vv, &known);
+                bool dv_gone = st.dv.n && sn_vv_leq(&st.dv, &known);
+                if (!e->alive && (covered || dv_gone)) {
+                    state_free(&st);
+                    unlink_entry(self, sh, pp);
+                    sh->stats.gc_removed++;
+                    removed++;
+                    continue;
+                }
+                uint32_t n = st.nattrs;
+                if (covered) {
+                    n = 0;
+                    for (uint32_t i = 0; i < st.nattrs; i++)
+                        if (!st.attrs[i].removed)
+                            st.attrs[n++] = st.attrs[i];
+                }
+                if (n != st.nattrs) {
+                    st.nattrs = n;
+                    /* replaces *pp in place; the chain stays intact */
+                    store_state(self, sh, pp, e->hash, e->data, e->id_len, &st);
+                }
+                state_free(&st);
+                pp = &(*pp)->next;
+            }
+        }
+        pthread_mutex_unlock(&sh->lock);
+    }
+    free(known.dots);
+    return removed;
+}
+
+/* ------------------------------------------------------------- queries */
+
+void sn_store_stats(sn_store_t *self, sn_store_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!self)
+        return;
+    for (uint32_t s = 0; s < self->opt.shards; s++) {
+        shard_t *sh = &self->shards[s];
+        pthread_mutex_lock(&sh->lock);
+        const sn_store_stats_t *c = &sh->stats;
+        out->sessions += c->sessions;
+        out->tombstones += sh->tombstones;
+        out->bytes += sh->bytes;
+        out->evictions += c->evictions;
+        out->expired += c->expired;
+        out->writes += c->writes;
+        out->touches_sent += c->touches_sent;
+        out->applied += c->applied;
+        out->duplicates += c->duplicates;
+        out->need_full += c->need_full;
+        out->merges += c->merges;
+        out->gc_removed += c->gc_removed;
+        out->full_errors += c->full_errors;
+        pthread_mutex_unlock(&sh->lock);
+    }
+}
+
+uint64_t sn_store_seq(sn_store_t *self)
+{
+    return self ? atomic_load(&self->seq) : 0;
+}
