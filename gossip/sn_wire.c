@@ -18,9 +18,9 @@
  * byte-string sizes; the second, after one malloc of exactly that much,
  * fills the arrays and copies the byte strings. Nothing is allocated for a
  * body that turns out bad, a decoded message owns a single block and does
- * not depend on the input buffer, and the block is at most about 16 times
- * the input (each 16-byte vector entry costs at least 2 input bytes, each
- * attribute record at least 7).
+ * not depend on the input buffer, and the block is at most about 8 bytes
+ * per input byte (a 16-byte vector entry costs at least 2 input bytes, a
+ * 56-byte attribute record at least 7, and byte strings are copied once).
  *
  * The reader accepts only the shortest encoding of every integer, length
  * and count, the form msgpack-c's packer writes. The cost is that a peer
@@ -252,7 +252,7 @@ static int sn_wire_read_uint(sn_wire_reader_t *r, uint64_t *v)
 
 static int sn_wire_read_uint32(sn_wire_reader_t *r, uint32_t *v)
 {
-    uint64_t w;
+    uint64_t w = 0;
     int rc = sn_wire_read_uint(r, &w);
     if (rc == 0 && w > UINT32_MAX)
         rc = SN_EPROTO;
@@ -460,7 +460,10 @@ static int sn_wire_check_input(const void *buf, size_t len, const void *out)
 {
     if (!out || (!buf && len))
         return SN_EINVAL;
-    return len > SN_WIRE_FRAME_MAX ? SN_ETOOBIG : 0;
+    if (len > SN_WIRE_FRAME_MAX)
+        return SN_ETOOBIG;
+    /* Refused here so that the reader never does arithmetic on a NULL buf. */
+    return len == 0 ? SN_EPROTO : 0;
 }
 
 int sn_wire_decode_delta(const void *buf, size_t len, sn_wire_delta_t *out)

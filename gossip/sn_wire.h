@@ -87,7 +87,7 @@ typedef struct {
  * entries, more than SN_ATTRS_MAX attributes, a flags or max_inactive over
  * 32 bits; SN_ENOMEM.
  * On failure *out is zeroed: it needs no release, and releasing it is safe.
- * Memory used is bounded by a small multiple of len.
+ * The message's block is at most about 8 times len.
  */
 int sn_wire_decode_delta(const void *buf, size_t len, sn_wire_delta_t *out);
 
