@@ -11,11 +11,12 @@
  * hash, lengths), the id, and a canonical body holding everything that is
  * replicated except last_access:
  *
- *   varint nvv,  nvv   x (u64 node, varint counter)          version vector
+ *   varint nvv,  nvv   x (varint node index, varint counter) version vector
  *   varint ndv,  ndv   x (varint vv index, varint counter)   destroy vector
  *   varint meta (0 = none, else max_inactive + 1)
  *        [u64 stamp, varint vv index of origin]               if meta
- *   varint nattr, nattr x (varint name_len, name, u64 stamp,
+ *   varint nattr, nattr x (varint name_len, name,
+ *        stamp (with meta: zigzag varint of stamp - meta stamp; else u64),
  *        varint origin vv index, varint flags,
  *        varint value_len + 1 (0 = removed), value)
  *
@@ -59,7 +60,6 @@
 typedef struct sn_entry {
     struct sn_entry *next;
     uint64_t last_access_ms;
-    uint32_t hash;               /* low 32 bits of the id hash: bucket index */
     uint32_t body_len;
     uint8_t id_len;
     uint8_t alive;               /* body has meta */
@@ -77,6 +77,19 @@ typedef struct {
     sn_store_stats_t stats;      /* per-shard counters, summed on demand */
 } shard_t;
 
+/* Node ids are 64-bit, but a session names only a few nodes and the store
+ * meets few in its life: bodies store a small index into this table instead
+ * (7 bytes saved per version-vector entry). Indexes are store-local, so
+ * digests and exported states use the ids. Slots go from empty to filled
+ * once and never change, so lookups need no lock; inserts take one. */
+#define SN_NODES_MAX 4096
+typedef struct {
+    pthread_mutex_t lock;
+    _Atomic uint32_t n;
+    uint64_t ids[SN_NODES_MAX];
+    _Atomic uint16_t slots[2 * SN_NODES_MAX];   /* index + 1; 0 = empty */
+} node_table_t;
+
 struct sn_store {
     sn_store_options_t opt;
     shard_t *shards;
@@ -86,6 +99,7 @@ struct sn_store {
     _Atomic uint64_t bytes;      /* sum of shard bytes, for the limit */
     pthread_mutex_t gc_lock;     /* guards gc_stable */
     sn_vv_t gc_stable;
+    node_table_t nodes;
 };
 
 /* ---------------------------------------------------------------- basics */
@@ -303,6 +317,62 @@ static sn_vv_t gc_copy(sn_store_t *self)
     return out;
 }
 
+/* ----------------------------------------------------------- node ids */
+
+static uint32_t node_slot(uint64_t id)
+{
+    return (uint32_t) mix64(id) & (2 * SN_NODES_MAX - 1);
+}
+
+/* Index of `id`, or -1 if the table doesn't hold it. */
+static int node_find(node_table_t *t, uint64_t id)
+{
+    for (uint32_t i = node_slot(id);; i = (i + 1) & (2 * SN_NODES_MAX - 1)) {
+        uint16_t v = atomic_load_explicit(&t->slots[i], memory_order_acquire);
+        if (v == 0)
+            return -1;
+        if (t->ids[v - 1] == id)
+            return v - 1;
+    }
+}
+
+/* Index of `id`, adding it if needed; SN_EFULL past SN_NODES_MAX ids. */
+static int node_intern(node_table_t *t, uint64_t id)
+{
+    int i = node_find(t, id);
+    if (i >= 0)
+        return i;
+    pthread_mutex_lock(&t->lock);
+    i = node_find(t, id);
+    if (i < 0) {
+        uint32_t n = atomic_load(&t->n);
+        if (n == SN_NODES_MAX) {
+            i = SN_EFULL;
+        } else {
+            t->ids[n] = id;
+            atomic_store(&t->n, n + 1);
+            uint32_t k = node_slot(id);
+            while (atomic_load(&t->slots[k]))
+                k = (k + 1) & (2 * SN_NODES_MAX - 1);
+            atomic_store_explicit(&t->slots[k], (uint16_t) (n + 1), memory_order_release);
+            i = (int) n;
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return i;
+}
+
+/* Interns every node of `vv`, so that encoding it cannot fail. */
+static int intern_vv(sn_store_t *self, const sn_vv_t *vv)
+{
+    for (uint32_t i = 0; i < vv->n; i++) {
+        int rc = node_intern(&self->nodes, vv->dots[i].node);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------ body encoding */
 
 static size_t varint_len(uint64_t v)
@@ -323,6 +393,18 @@ static uint8_t *put_varint(uint8_t *p, uint64_t v)
     }
     *p++ = (uint8_t) v;
     return p;
+}
+
+/* Attribute stamps are kept as the signed distance from the meta stamp:
+ * mostly a few bytes instead of eight. */
+static uint64_t zigzag(uint64_t diff)
+{
+    return (diff << 1) ^ (uint64_t) -(int64_t) (diff >> 63);
+}
+
+static uint64_t unzigzag(uint64_t z)
+{
+    return (z >> 1) ^ (uint64_t) -(int64_t) (z & 1);
 }
 
 static uint8_t *put_u64(uint8_t *p, uint64_t v)
@@ -361,15 +443,18 @@ static uint64_t get_u64(const uint8_t **pp)
 
 static int name_cmp(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen)
 {
-    int c = memcmp(a, b, alen < blen ? alen : blen);
+    uint32_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;  /* an empty name may come as NULL */
     if (c)
         return c;
     return alen < blen ? -1 : alen > blen;
 }
 
 /* Encodes `st` (minus last_access); with out == NULL only measures. Every
- * origin must be in st->vv (checked by the callers' validation). */
-static size_t body_encode(const sn_state_t *st, uint8_t *out)
+ * origin must be in st->vv (checked by the callers' validation). With a
+ * node table, nodes are written as their (interned) indexes; without one,
+ * as ids: the canonical form digests are taken of. */
+static size_t body_encode(node_table_t *nodes, const sn_state_t *st, uint8_t *out)
 {
     uint8_t buf[10];
     size_t n = 0;
@@ -382,7 +467,10 @@ static size_t body_encode(const sn_state_t *st, uint8_t *out)
     (void) buf;
     EMIT_VARINT(st->vv.n);
     for (uint32_t i = 0; i < st->vv.n; i++) {
-        EMIT_U64(st->vv.dots[i].node);
+        if (nodes)
+            EMIT_VARINT((uint64_t) node_find(nodes, st->vv.dots[i].node));
+        else
+            EMIT_U64(st->vv.dots[i].node);
         EMIT_VARINT(st->vv.dots[i].counter);
     }
     EMIT_VARINT(st->dv.n);
@@ -402,7 +490,10 @@ static size_t body_encode(const sn_state_t *st, uint8_t *out)
         const sn_attr_t *a = &st->attrs[i];
         EMIT_VARINT(a->name_len);
         EMIT_BYTES(a->name, a->name_len);
-        EMIT_U64(a->stamp);
+        if (st->has_meta)
+            EMIT_VARINT(zigzag(a->stamp - st->meta_stamp));
+        else
+            EMIT_U64(a->stamp);
         EMIT_VARINT((uint64_t) vv_index(&st->vv, a->origin));
         EMIT_VARINT(a->flags);
         EMIT_VARINT(a->removed ? 0 : (uint64_t) a->value_len + 1);
@@ -425,7 +516,7 @@ static void state_free(sn_state_t *st)
 
 /* Decodes an entry into `st`; names and values point into the entry. Each
  * array gets `spare` extra slots for the write that follows. */
-static int body_decode(const sn_entry_t *e, sn_state_t *st, uint32_t spare)
+static int body_decode(sn_store_t *self, const sn_entry_t *e, sn_state_t *st, uint32_t spare)
 {
     memset(st, 0, sizeof *st);
     const uint8_t *p = e->data + e->id_len;
@@ -435,7 +526,7 @@ static int body_decode(const sn_entry_t *e, sn_state_t *st, uint32_t spare)
     if (!st->vv.dots)
         goto nomem;
     for (uint32_t i = 0; i < st->vv.n; i++) {
-        st->vv.dots[i].node = get_u64(&p);
+        st->vv.dots[i].node = self->nodes.ids[get_varint(&p)];
         st->vv.dots[i].counter = get_varint(&p);
     }
     st->dv.n = (uint32_t) get_varint(&p);
@@ -462,7 +553,7 @@ static int body_decode(const sn_entry_t *e, sn_state_t *st, uint32_t spare)
         a->name_len = (uint32_t) get_varint(&p);
         a->name = p;
         p += a->name_len;
-        a->stamp = get_u64(&p);
+        a->stamp = st->has_meta ? st->meta_stamp + unzigzag(get_varint(&p)) : get_u64(&p);
         a->origin = st->vv.dots[get_varint(&p)].node;
         a->flags = (uint32_t) get_varint(&p);
         uint64_t vl = get_varint(&p);
@@ -484,14 +575,13 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
 {
     const uint8_t *p = e->data + e->id_len;
     uint64_t nvv = get_varint(&p);
-    for (uint64_t i = 0; i < nvv; i++) {
-        p += 8;
+    for (uint64_t i = 0; i < 2 * nvv; i++)
         get_varint(&p);
-    }
     uint64_t ndv = get_varint(&p);
     for (uint64_t i = 0; i < 2 * ndv; i++)
         get_varint(&p);
-    if (get_varint(&p)) {
+    bool meta = get_varint(&p) != 0;
+    if (meta) {
         p += 8;
         get_varint(&p);
     }
@@ -499,7 +589,11 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
     for (uint64_t i = 0; i < nattrs; i++) {
         uint32_t nl = (uint32_t) get_varint(&p);
         const uint8_t *nm = p;
-        p += nl + 8;
+        p += nl;
+        if (meta)
+            get_varint(&p);
+        else
+            p += 8;
         get_varint(&p);
         uint32_t flags = (uint32_t) get_varint(&p);
         uint64_t vl = get_varint(&p);
@@ -524,10 +618,8 @@ static uint32_t body_max_inactive(const sn_entry_t *e)
 {
     const uint8_t *p = e->data + e->id_len;
     uint64_t nvv = get_varint(&p);
-    for (uint64_t i = 0; i < nvv; i++) {
-        p += 8;
+    for (uint64_t i = 0; i < 2 * nvv; i++)
         get_varint(&p);
-    }
     uint64_t ndv = get_varint(&p);
     for (uint64_t i = 0; i < 2 * ndv; i++)
         get_varint(&p);
@@ -537,9 +629,19 @@ static uint32_t body_max_inactive(const sn_entry_t *e)
 
 /* ------------------------------------------------------------- shards */
 
+/* What a block really costs: malloc's chunk (usable size + its size word).
+ * Bucket arrays are accounted on their own. */
 static size_t entry_cost(const sn_entry_t *e)
 {
-    return malloc_usable_size((void *) e) + SN_MALLOC_HEADER + sizeof(sn_entry_t *);
+    return malloc_usable_size((void *) e) + SN_MALLOC_HEADER;
+}
+
+/* An upper bound of entry_cost for a block of `need` bytes: glibc's chunks
+ * are the request plus the size word, rounded up to 16, at least 32. */
+static size_t cost_bound(size_t need)
+{
+    size_t chunk = (need + SN_MALLOC_HEADER + 15) & ~(size_t) 15;
+    return chunk < 32 ? 32 : chunk;
 }
 
 static shard_t *shard_of(sn_store_t *self, uint64_t h)
@@ -552,7 +654,7 @@ static sn_entry_t **find_slot(shard_t *sh, uint32_t h, const void *id, size_t id
     sn_entry_t **pp = &sh->buckets[h & sh->mask];
     for (; *pp; pp = &(*pp)->next) {
         sn_entry_t *e = *pp;
-        if (e->hash == h && e->id_len == id_len && memcmp(e->data, id, id_len) == 0)
+        if (e->id_len == id_len && memcmp(e->data, id, id_len) == 0)
             return pp;
     }
     return pp;
@@ -569,19 +671,29 @@ static void shard_grow(sn_store_t *self, shard_t *sh)
     uint32_t nb = (sh->mask + 1) * 2;
     if (nb == 0)
         return;
-    sn_entry_t **b = calloc(nb, sizeof *b);
-    if (!b)
+    size_t more = (size_t) (nb - (sh->mask + 1)) * sizeof(sn_entry_t *);
+    /* growth never evicts: past the limit, chains just get longer */
+    uint64_t before = atomic_fetch_add(&self->bytes, more);
+    sn_entry_t **b = NULL;
+    if (!self->opt.memory_limit || before + more <= self->opt.memory_limit)
+        b = calloc(nb, sizeof *b);
+    if (!b) {
+        atomic_fetch_sub(&self->bytes, more);
         return;  /* longer chains, still correct */
+    }
     for (uint32_t i = 0; i <= sh->mask; i++) {
         sn_entry_t *e = sh->buckets[i];
         while (e) {
             sn_entry_t *next = e->next;
-            e->next = b[e->hash & (nb - 1)];
-            b[e->hash & (nb - 1)] = e;
+            /* the hash is recomputed rather than stored: 4 bytes per
+             * session against one hash per entry at each doubling */
+            uint32_t h = (uint32_t) hash64(e->data, e->id_len, self->opt.hash_seed);
+            e->next = b[h & (nb - 1)];
+            b[h & (nb - 1)] = e;
             e = next;
         }
     }
-    account(self, sh, (int64_t) (nb - (sh->mask + 1)) * (int64_t) sizeof *b);
+    sh->bytes += more;  /* the store-wide counter was raised above */
     free(sh->buckets);
     sh->buckets = b;
     sh->mask = nb - 1;
@@ -625,57 +737,81 @@ static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
     return true;
 }
 
-/* Makes room for `need` more bytes. */
+/* Reserves `need` bytes against the memory limit, evicting from this shard
+ * until they fit. The reservation is taken atomically on the store-wide
+ * counter, so writers in different shards cannot both squeeze into the
+ * last free bytes; the caller gives it back once the real cost is
+ * accounted. Eviction stays within the shard the caller has locked. */
 static int make_room(sn_store_t *self, shard_t *sh, size_t need, const sn_entry_t *keep)
 {
-    if (!self->opt.memory_limit)
+    if (!self->opt.memory_limit || need == 0)
         return 0;
-    while (atomic_load(&self->bytes) + need > self->opt.memory_limit) {
+    if (need > self->opt.memory_limit) {
+        /* could never fit: refuse without emptying the shard first */
+        sh->stats.full_errors++;
+        return SN_EFULL;
+    }
+    for (;;) {
+        uint64_t before = atomic_fetch_add(&self->bytes, need);
+        if (before + need <= self->opt.memory_limit)
+            return 0;
+        atomic_fetch_sub(&self->bytes, need);
         if (!evict_one(self, sh, keep)) {
             sh->stats.full_errors++;
             return SN_EFULL;
         }
     }
-    return 0;
+}
+
+static void release_room(sn_store_t *self, size_t reserved)
+{
+    if (reserved)
+        atomic_fetch_sub(&self->bytes, reserved);
 }
 
 /* Reserves a block of `need` bytes (header + id + body) that will replace
- * `old` (NULL: a new entry), evicting to stay under the memory limit. The
- * caller then fills it with commit_block, which cannot fail: a local write
- * takes its dot only once the block is in hand, so a failed write leaves no
- * hole in this node's sequence. */
+ * `old` (NULL: a new entry), evicting to stay under the memory limit;
+ * *reserved is what commit_block gives back. The caller then fills the block
+ * with commit_block, which cannot fail: a local write takes its dot only once
+ * the block is in hand, so a failed write leaves no hole in this node's
+ * sequence. */
 static int reserve_block(sn_store_t *self, shard_t *sh, const sn_entry_t *old, size_t need,
-                         sn_entry_t **out)
+                         sn_entry_t **out, size_t *reserved)
 {
     size_t old_cost = old ? entry_cost(old) : 0;
-    size_t est = need + SN_MALLOC_HEADER + sizeof(sn_entry_t *);
-    if (est > old_cost) {
+    size_t est = cost_bound(need);
+    *reserved = 0;
+    if (self->opt.memory_limit && est > old_cost) {
         int rc = make_room(self, sh, est - old_cost, old);
         if (rc)
             return rc;
+        *reserved = est - old_cost;
     }
     *out = malloc(need);
-    return *out ? 0 : SN_ENOMEM;
+    if (*out)
+        return 0;
+    release_room(self, *reserved);
+    *reserved = 0;
+    return SN_ENOMEM;
 }
 
 /* Encodes `st` into `e` (reserved large enough) and puts it in place of the
  * entry for `id`, or inserts it. */
 static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_t *id,
-                         size_t id_len, const sn_state_t *st, sn_entry_t *e)
+                         size_t id_len, const sn_state_t *st, sn_entry_t *e, size_t reserved)
 {
     /* eviction may have unlinked an entry before ours in the chain */
     sn_entry_t **slot = find_slot(sh, h, id, id_len);
     sn_entry_t *old = *slot;
-    size_t body = body_encode(st, NULL);
+    size_t body = body_encode(&self->nodes, st, NULL);
     assert(offsetof(sn_entry_t, data) + id_len + body <= malloc_usable_size(e));
     e->next = old ? old->next : NULL;
     e->last_access_ms = st->last_access_ms;
-    e->hash = h;
     e->body_len = (uint32_t) body;
     e->id_len = (uint8_t) id_len;
     e->alive = st->has_meta;
     memcpy(e->data, id, id_len);
-    body_encode(st, e->data + id_len);
+    body_encode(&self->nodes, st, e->data + id_len);
     *slot = e;
     if (old) {
         if (old->alive)
@@ -692,13 +828,14 @@ static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_
     else
         sh->tombstones++;
     account(self, sh, (int64_t) entry_cost(e));
+    release_room(self, reserved);
     if (!old && sh->count > (uint64_t) sh->mask + 1)
         shard_grow(self, sh);
 }
 
-static size_t block_size(const sn_state_t *st, size_t id_len)
+static size_t block_size(sn_store_t *self, const sn_state_t *st, size_t id_len)
 {
-    return offsetof(sn_entry_t, data) + id_len + body_encode(st, NULL);
+    return offsetof(sn_entry_t, data) + id_len + body_encode(&self->nodes, st, NULL);
 }
 
 /* Puts `st` in place of the entry at *slot (or inserts it). On failure the
@@ -706,13 +843,17 @@ static size_t block_size(const sn_state_t *st, size_t id_len)
 static int store_state(sn_store_t *self, shard_t *sh, sn_entry_t **slot, uint32_t h,
                        const uint8_t *id, size_t id_len, const sn_state_t *st)
 {
-    size_t need = block_size(st, id_len);
+    int rc = intern_vv(self, &st->vv);
+    if (rc)
+        return rc;
+    size_t need = block_size(self, st, id_len);
     if (need - offsetof(sn_entry_t, data) - id_len > UINT32_MAX)
         return SN_ETOOBIG;
     sn_entry_t *e;
-    int rc = reserve_block(self, sh, *slot, need, &e);
+    size_t reserved;
+    rc = reserve_block(self, sh, *slot, need, &e, &reserved);
     if (rc == 0)
-        commit_block(self, sh, h, id, id_len, st, e);
+        commit_block(self, sh, h, id, id_len, st, e, reserved);
     return rc;
 }
 
@@ -761,6 +902,7 @@ sn_store_t *sn_store_new(const sn_store_options_t *options)
         return NULL;
     }
     pthread_mutex_init(&self->gc_lock, NULL);
+    pthread_mutex_init(&self->nodes.lock, NULL);
     for (uint32_t i = 0; i < ns; i++) {
         shard_t *sh = &self->shards[i];
         pthread_mutex_init(&sh->lock, NULL);
@@ -799,6 +941,7 @@ void sn_store_destroy(sn_store_t **self_p)
     free(self->shards);
     free(self->gc_stable.dots);
     pthread_mutex_destroy(&self->gc_lock);
+    pthread_mutex_destroy(&self->nodes.lock);
     free(self);
     *self_p = NULL;
 }
@@ -889,9 +1032,6 @@ typedef struct {
     uint32_t max_inactive;
 } write_t;
 
-/* Counter used to size a block before the real dot is taken: no real
- * counter encodes longer. */
-#define PROVISIONAL_COUNTER (1ull << 62)
 
 /* Every local write: decode, change, reserve the new block, take the dot(s),
  * commit, emit. A write may be two updates (a destroy of an expired session
@@ -919,7 +1059,7 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
     sn_dot_t *ctx0_dots = NULL, *dw_gc = NULL;
     int rc = 0;
     if (e) {
-        rc = body_decode(e, &st, 2);
+        rc = body_decode(self, e, &st, 2);
     } else {
         memset(&st, 0, sizeof st);
         st.vv.dots = malloc(2 * sizeof(sn_dot_t));
@@ -965,8 +1105,9 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
     sn_vv_t ctx0 = {st.vv.n, ctx0_dots}, ctx1 = ctx0;
 
     st.last_access_ms = max_u64(st.last_access_ms, now);
+    const uint64_t provisional = atomic_load(&self->seq) + 2;
     if (destroying) {
-        place_dot(&st.vv, (sn_dot_t){me, PROVISIONAL_COUNTER});
+        place_dot(&st.vv, (sn_dot_t){me, provisional});
         memcpy(st.dv.dots, st.vv.dots, st.vv.n * sizeof(sn_dot_t));
         st.dv.n = st.vv.n;
         st.has_meta = false;
@@ -977,7 +1118,7 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
     }
     sn_attr_t attr = {0};
     if (writing) {
-        place_dot(&st.vv, (sn_dot_t){me, PROVISIONAL_COUNTER});
+        place_dot(&st.vv, (sn_dot_t){me, provisional});
         if (creating || w->op == OP_TOUCH_META)
             set_meta(self, &st, w->max_inactive);
         if (w->op == OP_PUT || w->op == OP_REMOVE) {
@@ -998,12 +1139,16 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
     }
 
     sn_entry_t *block;
-    rc = reserve_block(self, sh, e, block_size(&st, id_len), &block);
+    size_t reserved;
+    rc = intern_vv(self, &st.vv);
+    if (rc)
+        goto out;
+    /* Sized with the sequence as it is now; see below for the real one. */
+    rc = reserve_block(self, sh, e, block_size(self, &st, id_len), &block, &reserved);
     if (rc)
         goto out;
 
-    /* The block is ours: take the real dots, which encode no longer than
-     * the provisional one. */
+    /* The block is ours: take the real dots. */
     sn_delta_t dd = {.kind = SN_DELTA_DESTROY, .id = id, .id_len = (uint32_t) id_len};
     sn_delta_t dw = {.kind = SN_DELTA_WRITE, .id = id, .id_len = (uint32_t) id_len};
     if (destroying) {
@@ -1028,12 +1173,29 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         dw.st.last_access_ms = st.last_access_ms;
         dw.st.nattrs = (w->op == OP_PUT || w->op == OP_REMOVE) ? 1 : 0;
         dw.st.attrs = &attr;
+    }
+    /* Other writers may have taken dots meanwhile, and a counter's varint
+     * can be a byte longer than the provisional one. malloc's rounding
+     * mostly absorbs it; otherwise the block grows. Only an out-of-memory
+     * failure here leaves a sequence number unused. */
+    size_t real = block_size(self, &st, id_len);
+    if (real > malloc_usable_size(block)) {
+        sn_entry_t *bigger = realloc(block, real);
+        if (!bigger) {
+            free(block);
+            release_room(self, reserved);
+            rc = SN_ENOMEM;
+            goto out;
+        }
+        block = bigger;
+    }
+    if (writing) {
         if (!e) {
             dw.st.gc = gc_copy(self);
             dw_gc = dw.st.gc.dots;
         }
     }
-    commit_block(self, sh, l.h, id, id_len, &st, block);
+    commit_block(self, sh, l.h, id, id_len, &st, block, reserved);
     if (destroying) {
         sh->stats.writes++;
         emit(self, &dd);
@@ -1337,7 +1499,7 @@ static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id
     int rc = 0;
     if (collected_tombstone(self, r))
         return SN_APPLY_IGNORED;
-    if (e && (rc = body_decode(e, &cur, 0)))
+    if (e && (rc = body_decode(self, e, &cur, 0)))
         return rc;
     bool forget = e && collected_tombstone(self, &cur);
     rc = state_join(e && !forget ? &cur : NULL, r, &out);
@@ -1363,6 +1525,12 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
         lookup_t l = lock_lookup(self, d->id, d->id_len);
         sn_entry_t *e = *l.slot;
         int rc = SN_APPLY_IGNORED;
+        uint64_t now = now_ms(self);
+        /* An expired session stays expired unless the touch itself is
+         * recent enough to keep it: an access elsewhere that arrived late. */
+        if (e && e->alive && entry_expired(e, now) &&
+            now >= d->st.last_access_ms + (uint64_t) body_max_inactive(e) * 1000u)
+            e = NULL;
         if (e && e->alive) {
             rc = d->st.last_access_ms > e->last_access_ms ? SN_APPLY_APPLIED : SN_APPLY_DUPLICATE;
             e->last_access_ms = max_u64(e->last_access_ms, d->st.last_access_ms);
@@ -1403,7 +1571,7 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
     sn_entry_t *e = *l.slot;
     if (e) {
         sn_state_t vvonly;
-        rc = body_decode(e, &vvonly, 0);
+        rc = body_decode(self, e, &vvonly, 0);
         if (rc == 0) {
             if (sn_vv_get(&vvonly.vv, d->dot.node) >= d->dot.counter)
                 rc = SN_APPLY_DUPLICATE;
@@ -1461,7 +1629,7 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
             rc = SN_APPLY_IGNORED;
     } else {
         sn_state_t cur;
-        rc = body_decode(e, &cur, 0);
+        rc = body_decode(self, e, &cur, 0);
         if (rc == 0) {
             if (sn_vv_leq(&st->vv, &cur.vv)) {
                 /* holds every update the peer has; only last_access may move */
@@ -1485,10 +1653,10 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
 
 /* ------------------------------------------------- export, scan, digest */
 
-static int visit(sn_entry_t *e, const sn_vv_t *gc, sn_state_fn fn, void *arg)
+static int visit(sn_store_t *self, sn_entry_t *e, const sn_vv_t *gc, sn_state_fn fn, void *arg)
 {
     sn_state_t st;
-    int rc = body_decode(e, &st, 0);
+    int rc = body_decode(self, e, &st, 0);
     if (rc)
         return rc;
     st.gc = *gc;
@@ -1506,7 +1674,7 @@ int sn_store_export(sn_store_t *self, const void *id, size_t id_len, sn_state_fn
         return SN_EBADID;
     sn_vv_t gc = gc_copy(self);
     lookup_t l = lock_lookup(self, id, id_len);
-    int rc = *l.slot ? visit(*l.slot, &gc, fn, arg) : SN_ENOTFOUND;
+    int rc = *l.slot ? visit(self, *l.slot, &gc, fn, arg) : SN_ENOTFOUND;
     pthread_mutex_unlock(&l.sh->lock);
     free(gc.dots);
     return rc;
@@ -1537,7 +1705,7 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
         pthread_mutex_lock(&sh->lock);
         do {
             for (sn_entry_t *e = sh->buckets[v & sh->mask]; e; e = e->next) {
-                if (visit(e, &gc, fn, arg) == 0)
+                if (visit(self, e, &gc, fn, arg) == 0)
                     visits++;
             }
             v |= ~sh->mask;
@@ -1561,10 +1729,20 @@ int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *d
     lookup_t l = lock_lookup(self, id, id_len);
     sn_entry_t *e = *l.slot;
     int rc = SN_ENOTFOUND;
-    if (e) {
-        /* fixed seed: digests are compared across nodes */
-        *digest = hash64(e->data + e->id_len, e->body_len, 0x5e55a0de5e55a0deull);
-        rc = 0;
+    sn_state_t st;
+    if (e && (rc = body_decode(self, e, &st, 0)) == 0) {
+        /* the canonical form (node ids, not this store's indexes), hashed
+         * with a fixed seed: digests are compared across nodes */
+        size_t n = body_encode(NULL, &st, NULL);
+        uint8_t *buf = malloc(n ? n : 1);
+        if (buf) {
+            body_encode(NULL, &st, buf);
+            *digest = hash64(buf, n, 0x5e55a0de5e55a0deull);
+            free(buf);
+        } else {
+            rc = SN_ENOMEM;
+        }
+        state_free(&st);
     }
     pthread_mutex_unlock(&l.sh->lock);
     return rc;
@@ -1585,7 +1763,7 @@ size_t sn_store_expire(sn_store_t *self)
             sn_entry_t **pp = &sh->buckets[b];
             while (*pp) {
                 if (entry_expired(*pp, now)) {
-                    lookup_t l = {sh, (*pp)->hash, pp};
+                    lookup_t l = {sh, 0, pp};
                     count_expired(self, &l);
                     removed++;
                 } else {
@@ -1614,7 +1792,7 @@ size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable)
             while (*pp) {
                 sn_entry_t *e = *pp;
                 sn_state_t st;
-                if (body_decode(e, &st, 0)) {
+                if (body_decode(self, e, &st, 0)) {
                     pp = &e->next;
                     continue;
                 }
@@ -1637,7 +1815,8 @@ size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable)
                 if (n != st.nattrs) {
                     st.nattrs = n;
                     /* replaces *pp in place; the chain stays intact */
-                    store_state(self, sh, pp, e->hash, e->data, e->id_len, &st);
+                    store_state(self, sh, pp, (uint32_t) hash64(e->data, e->id_len, self->opt.hash_seed),
+                                e->data, e->id_len, &st);
                 }
                 state_free(&st);
                 pp = &(*pp)->next;
