@@ -572,9 +572,8 @@ nomem:
     return SN_ENOMEM;
 }
 
-/* Finds attribute `name` in the body without decoding it. */
-static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t name_len,
-                           sn_attr_t *out)
+/* Skips the vectors: returns a pointer to the body's meta field. */
+static const uint8_t *body_meta(const sn_entry_t *e)
 {
     const uint8_t *p = e->data + e->id_len;
     uint64_t nvv = get_varint(&p);
@@ -583,6 +582,14 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
     uint64_t ndv = get_varint(&p);
     for (uint64_t i = 0; i < 2 * ndv; i++)
         get_varint(&p);
+    return p;
+}
+
+/* Finds attribute `name` in the body without decoding it. */
+static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t name_len,
+                           sn_attr_t *out)
+{
+    const uint8_t *p = body_meta(e);
     bool meta = get_varint(&p) != 0;
     if (meta) {
         p += 8;
@@ -619,13 +626,7 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
 
 static uint32_t body_max_inactive(const sn_entry_t *e)
 {
-    const uint8_t *p = e->data + e->id_len;
-    uint64_t nvv = get_varint(&p);
-    for (uint64_t i = 0; i < 2 * nvv; i++)
-        get_varint(&p);
-    uint64_t ndv = get_varint(&p);
-    for (uint64_t i = 0; i < 2 * ndv; i++)
-        get_varint(&p);
+    const uint8_t *p = body_meta(e);
     uint64_t meta = get_varint(&p);
     return meta ? (uint32_t) (meta - 1) : 0;
 }
