@@ -1,191 +1,224 @@
 /*
- * sn_demo.c - three embedded session stores replicating through encoded
- * deltas, in one process.
+ * sn_demo.c - a local three-node cluster in one process, on loopback TCP.
  *
- * Each store's delta sink encodes every local write with the wire codec and
- * queues the bytes for the two other stores; "delivering" decodes and
- * applies them. This is the path every replicated write takes; the ZeroMQ
- * transport between processes carries the same bytes. The demo shows a
- * session written on one node read on another, concurrent writes resolving
- * the same way everywhere, a logout winning over a concurrent update, and a
- * lost delta repaired by a full-state merge.
+ * Each node is a full libsessnode node (store + replication actor, PUB/SUB
+ * and ROUTER/DEALER sockets on 127.0.0.1), configured the way an embedding
+ * application would. The demo writes a session on one node and reads it on
+ * the others, shows a logout winning over a concurrent update, loses a node
+ * without warning, and lets a fresh node join and catch up by snapshot.
  */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "sessnode.h"
-#include "sn_store.h"
-#include "sn_wire.h"
 
-#define NODES 3
-#define QUEUE_MAX 256
+#define NODES 4
+#define WAIT_MS 5000
 
-typedef struct {
-    uint8_t *bytes;
-    size_t len;
-} msg_t;
+static sn_node_t *nodes[NODES];
+static char addr[NODES][64];
+static const char *names[NODES] = {"alpha", "beta", "gamma", "delta"};
 
-typedef struct {
-    const char *name;
-    sn_store_t *store;
-    msg_t inbox[QUEUE_MAX];
-    size_t queued;
-} node_t;
-
-static node_t nodes[NODES] = {{.name = "alpha"}, {.name = "beta"}, {.name = "gamma"}};
-
-static void sink(const sn_delta_t *d, void *arg)
+static uint64_t now_ms(void)
 {
-    node_t *from = arg;
-    uint8_t *buf;
-    size_t len;
-    if (sn_wire_encode_delta(d, &buf, &len) != 0)
-        return;
-    for (int i = 0; i < NODES; i++) {
-        node_t *to = &nodes[i];
-        if (to == from || to->queued == QUEUE_MAX)
-            continue;
-        msg_t *m = &to->inbox[to->queued++];
-        m->bytes = malloc(len);
-        if (!m->bytes) {
-            to->queued--;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void log_line(int level, const char *msg, void *arg)
+{
+    (void) arg;
+    if (level <= SN_LOG_WARN)
+        fprintf(stderr, "    [log] %s\n", msg);
+}
+
+/* A free loopback port whose successor is free too (PUB and ROUTER). */
+static int free_port_pair(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof sa;
+        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) ||
+            getsockname(fd, (struct sockaddr *) &sa, &len)) {
+            if (fd >= 0)
+                close(fd);
             continue;
         }
-        memcpy(m->bytes, buf, len);
-        m->len = len;
+        int port = ntohs(sa.sin_port);
+        close(fd);
+        if (port >= 65534)
+            continue;
+        int fd2 = socket(AF_INET, SOCK_STREAM, 0);
+        sa.sin_port = htons((uint16_t) (port + 1));
+        int ok = fd2 >= 0 && bind(fd2, (struct sockaddr *) &sa, sizeof sa) == 0;
+        if (fd2 >= 0)
+            close(fd2);
+        if (ok)
+            return port;
     }
-    free(buf);
+    return -1;
 }
 
-static void copy_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+static int start(int i, int join)
 {
-    node_t *to = arg;
-    uint8_t *buf;
-    size_t len;
-    if (sn_wire_encode_state(id, id_len, st, &buf, &len) != 0)
-        return;
-    sn_wire_state_t msg;
-    if (sn_wire_decode_state(buf, len, &msg) == 0) {
-        sn_store_merge(to->store, msg.id, msg.id_len, &msg.state);
-        sn_wire_state_release(&msg);
-    }
-    free(buf);
+    const char *peers[NODES + 1];
+    int k = 0;
+    for (int j = 0; j < NODES; j++)
+        if (j != i && addr[j][0])
+            peers[k++] = addr[j];
+    peers[k] = NULL;
+    sn_config_t cfg;
+    sn_config_init(&cfg);
+    cfg.name = names[i];
+    cfg.cluster = addr[i];
+    cfg.peers = peers;
+    cfg.join = join;
+    cfg.log = log_line;
+    nodes[i] = sn_node_new(&cfg);
+    if (!nodes[i])
+        return SN_EINVAL;
+    int rc = sn_node_start(nodes[i]);
+    if (rc == 0)
+        rc = sn_node_wait_ready(nodes[i], WAIT_MS);
+    return rc;
 }
 
-/* Delivers node n's queue; `lose` drops the first message, as a lossy
- * network might. A delta that reveals the loss is repaired from its origin. */
-static void deliver(node_t *n, bool lose)
-{
-    for (size_t i = 0; i < n->queued; i++) {
-        msg_t *m = &n->inbox[i];
-        sn_wire_delta_t msg;
-        if (lose && i == 0) {
-            printf("  (%s loses a delta of %zu bytes)\n", n->name, m->len);
-        } else if (sn_wire_decode_delta(m->bytes, m->len, &msg) == 0) {
-            int rc = sn_store_apply(n->store, &msg.delta);
-            if (rc == SN_APPLY_NEED_FULL) {
-                node_t *origin = &nodes[msg.delta.dot.node - 1];
-                printf("  %s: delta %llu:%llu reveals a gap; fetching %.*s from %s\n", n->name,
-                       (unsigned long long) msg.delta.dot.node,
-                       (unsigned long long) msg.delta.dot.counter, (int) msg.delta.id_len,
-                       msg.delta.id, origin->name);
-                sn_store_export(origin->store, msg.delta.id, msg.delta.id_len, copy_state, n);
-            }
-            sn_wire_delta_release(&msg);
-        }
-        free(m->bytes);
-    }
-    n->queued = 0;
-}
-
-static void deliver_all(void)
-{
-    for (int i = 0; i < NODES; i++)
-        deliver(&nodes[i], false);
-}
-
-static void show(node_t *n, const char *id, const char *attr)
+static void show(int i, const char *id, const char *attr)
 {
     char buf[256];
     size_t len;
-    int rc = sn_store_get(n->store, id, strlen(id), attr, strlen(attr), buf, sizeof buf - 1,
-                          &len, NULL);
+    int rc = sn_node_get(nodes[i], id, strlen(id), attr, strlen(attr), buf, sizeof buf - 1, &len,
+                         NULL);
     if (rc == 0)
-        printf("  %-6s %s.%s = \"%.*s\"\n", n->name, id, attr, (int) len, buf);
+        printf("  %-6s %s.%s = \"%.*s\"\n", names[i], id, attr, (int) len, buf);
     else
-        printf("  %-6s %s.%s: %s\n", n->name, id, attr, sn_strerror(rc));
+        printf("  %-6s %s.%s: %s\n", names[i], id, attr, sn_strerror(rc));
+}
+
+/* Waits (bounded) until every live node reads `want` (NULL: a miss). */
+static int settle(const char *id, const char *attr, const char *want)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        int agreed = 1;
+        for (int i = 0; i < NODES; i++) {
+            if (!nodes[i])
+                continue;
+            char buf[256];
+            size_t len;
+            int rc = sn_node_get(nodes[i], id, strlen(id), attr, strlen(attr), buf,
+                                 sizeof buf - 1, &len, NULL);
+            if (want ? rc != 0 || len != strlen(want) || memcmp(buf, want, len)
+                     : rc != SN_ENOTFOUND)
+                agreed = 0;
+        }
+        if (agreed)
+            return 0;
+        if (now_ms() > deadline)
+            return SN_ETIMEDOUT;
+        sleep_ms(2);
+    }
 }
 
 static void show_all(const char *id, const char *attr)
 {
     for (int i = 0; i < NODES; i++)
-        show(&nodes[i], id, attr);
+        if (nodes[i])
+            show(i, id, attr);
 }
 
-static int put(node_t *n, const char *id, const char *attr, const char *value)
+static int put(int i, const char *id, const char *attr, const char *value)
 {
-    int rc = sn_store_put(n->store, id, strlen(id), attr, strlen(attr), value, strlen(value), 0,
-                          true, 1800);
+    sn_write_t w = {.create = 1, .max_inactive = 1800};
+    int rc = sn_node_put(nodes[i], id, strlen(id), attr, strlen(attr), value, strlen(value), &w);
     if (rc)
-        fprintf(stderr, "put on %s: %s\n", n->name, sn_strerror(rc));
+        fprintf(stderr, "put on %s: %s\n", names[i], sn_strerror(rc));
     return rc;
 }
 
 int main(void)
 {
-    printf("sessnode %s demo: %d embedded stores replicating through encoded deltas\n\n",
-           sn_version(), NODES);
-    for (int i = 0; i < NODES; i++) {
-        sn_store_options_t opt = {.node_id = (uint64_t) i + 1, .sink = sink, .sink_arg = &nodes[i]};
-        nodes[i].store = sn_store_new(&opt);
-        if (!nodes[i].store) {
-            fprintf(stderr, "cannot create store\n");
+    printf("sessnode %s demo: a local cluster of embedded nodes on 127.0.0.1\n\n", sn_version());
+    for (int i = 0; i < 3; i++) {
+        int port = free_port_pair();
+        if (port < 0) {
+            fprintf(stderr, "no free loopback ports\n");
             return 1;
         }
+        snprintf(addr[i], sizeof addr[i], "tcp://127.0.0.1:%d", port);
+        printf("  %-6s listens on %s (PUB) and port %d (ROUTER)\n", names[i], addr[i], port + 1);
     }
     int rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++)
+        rc = start(i, 0);
+    if (rc) {
+        fprintf(stderr, "cannot start the cluster: %s\n", sn_strerror(rc));
+        return 1;
+    }
 
-    printf("1. alpha logs user 42 in; the session is read on gamma\n");
-    rc |= put(&nodes[0], "sess:42", "user", "alice");
-    rc |= put(&nodes[0], "sess:42", "cart", "2 books");
-    deliver_all();
+    printf("\n1. alpha logs user 42 in; beta and gamma read the session\n");
+    rc |= put(0, "sess:42", "user", "alice");
+    rc |= put(0, "sess:42", "cart", "2 books");
+    rc |= settle("sess:42", "cart", "2 books");
     show_all("sess:42", "user");
 
-    printf("\n2. beta and gamma set the cart at the same time; every node keeps the same one\n");
-    rc |= put(&nodes[1], "sess:42", "cart", "3 books");
-    rc |= put(&nodes[2], "sess:42", "cart", "a lamp");
-    deliver_all();
+    printf("\n2. beta and gamma change the cart at the same time: every node keeps the same one\n");
+    rc |= put(1, "sess:42", "cart", "3 books");
+    rc |= put(2, "sess:42", "cart", "a lamp");
+    sleep_ms(200);
     show_all("sess:42", "cart");
 
-    printf("\n3. a lost delta is detected by the next one and repaired with the full session\n");
-    rc |= put(&nodes[0], "sess:42", "theme", "dark");
-    rc |= put(&nodes[0], "sess:42", "lang", "en");
-    deliver(&nodes[1], true);
-    deliver(&nodes[2], false);
-    show(&nodes[1], "sess:42", "theme");
-
-    printf("\n4. alpha logs the user out while beta, unaware, updates the cart: logout wins\n");
-    sn_store_destroy_session(nodes[0].store, "sess:42", 7);
-    rc |= put(&nodes[1], "sess:42", "cart", "4 books");
-    deliver_all();
+    printf("\n3. alpha logs the user out while beta updates the cart: the logout wins\n");
+    sn_node_destroy_session(nodes[0], "sess:42", 7, NULL);
+    rc |= put(1, "sess:42", "cart", "4 books");
+    rc |= settle("sess:42", "user", NULL);
     show_all("sess:42", "user");
 
-    printf("\n5. a login after the logout was seen recreates the session\n");
-    rc |= put(&nodes[2], "sess:42", "user", "alice");
-    deliver_all();
-    show_all("sess:42", "user");
+    printf("\n4. user 7 logs in on gamma, with the write confirmed by both peers\n");
+    sn_write_t w = {.create = 1, .max_inactive = 1800, .acks = 2};
+    rc |= sn_node_put(nodes[2], "sess:7", 6, "user", 4, "bob", 3, &w);
+    show_all("sess:7", "user");
 
-    uint64_t d[NODES];
-    for (int i = 0; i < NODES; i++)
-        sn_store_digest(nodes[i].store, "sess:42", 7, &d[i]);
-    printf("\ndigests: %016llx %016llx %016llx (%s)\n", (unsigned long long) d[0],
-           (unsigned long long) d[1], (unsigned long long) d[2],
-           d[0] == d[1] && d[1] == d[2] ? "identical" : "DIFFERENT");
-    if (d[0] != d[1] || d[1] != d[2])
-        rc = 1;
+    printf("\n5. gamma is lost without warning; alpha and beta still serve user 7\n");
+    sn_node_destroy(&nodes[2]);
+    show_all("sess:7", "user");
 
+    printf("\n6. delta joins and copies every session from a live peer\n");
+    int port = free_port_pair();
+    snprintf(addr[3], sizeof addr[3], "tcp://127.0.0.1:%d", port);
+    addr[2][0] = 0;
+    rc |= start(3, 1);
+    show(3, "sess:7", "user");
+    sn_node_stats_t st;
+    sn_node_stats(nodes[3], &st);
+    printf("  delta received %llu sessions by snapshot\n", (unsigned long long) st.snapshot_sessions);
+
+    uint64_t d[NODES] = {0};
+    int same = 1;
     for (int i = 0; i < NODES; i++)
-        sn_store_destroy(&nodes[i].store);
-    return rc ? 1 : 0;
+        if (nodes[i]) {
+            sn_node_digest(nodes[i], "sess:7", 6, &d[i]);
+            same &= d[i] == d[0];
+        }
+    printf("\ndigests of sess:7: alpha %016llx, beta %016llx, delta %016llx (%s)\n",
+           (unsigned long long) d[0], (unsigned long long) d[1], (unsigned long long) d[3],
+           same ? "identical" : "DIFFERENT");
+    for (int i = 0; i < NODES; i++)
+        sn_node_destroy(&nodes[i]);
+    return rc == 0 && same ? 0 : 1;
 }

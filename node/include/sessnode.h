@@ -54,7 +54,10 @@ extern "C" {
     X(EEXISTS,  -7, "already exists")                     \
     X(EFULL,    -8, "memory limit reached")               \
     X(EPROTO,   -9, "malformed message")                  \
-    X(ETRUNC,  -10, "buffer too small")
+    X(ETRUNC,  -10, "buffer too small")                   \
+    X(ETIMEDOUT,-11, "timed out")                         \
+    X(ESTATE,  -12, "not allowed in this state")          \
+    X(EADDR,   -13, "cannot bind or connect the endpoint")
 
 enum sn_errno {
 #define SN_ERRNO_ENUM_(name, value, msg) SN_##name = (value),
@@ -96,6 +99,159 @@ SN_EXPORT const char *sn_version(void);
 /* ------------------------------------------------------------------------ */
 /* Node                                                                     */
 /* ------------------------------------------------------------------------ */
+
+/*
+ * A node holds every session of the cluster in memory and replicates each
+ * local write to its peers. Its replication thread owns all ZeroMQ sockets;
+ * the session functions below run in the caller's thread, never wait on the
+ * network (except a write that asks for acknowledgements), and may be called
+ * from any number of threads at once.
+ *
+ * Addresses. A node is reached at one cluster address and derives two
+ * ZeroMQ endpoints from it: for "tcp://HOST:PORT" it binds a PUB socket on
+ * PORT (deltas, heartbeats) and a ROUTER socket on PORT+1 (repair,
+ * snapshots, acknowledgements); for "inproc://NAME" or "ipc://PATH" it uses
+ * NAME.pub / NAME.router (PATH.pub / PATH.router). Peers are named by their
+ * cluster addresses.
+ */
+typedef struct sn_node sn_node_t;
+
+/* Log levels, most severe first. */
+enum { SN_LOG_ERROR = 0, SN_LOG_WARN = 1, SN_LOG_INFO = 2, SN_LOG_DEBUG = 3 };
+
+/* A log sink; `msg` is one line without its newline, valid during the call.
+ * Called from the node's threads, possibly concurrently. */
+typedef void (*sn_log_fn)(int level, const char *msg, void *arg);
+
+typedef struct {
+    uint64_t node_id;           /* unique in the cluster, != 0; 0 = random */
+    const char *name;           /* for logs and member lists; NULL = "node-<id>" */
+    const char *cluster;        /* this node's cluster address (required) */
+    const char *const *peers;   /* peers' cluster addresses; NULL-terminated, may be NULL */
+    int join;                   /* nonzero: copy the sessions from a live peer at start */
+    size_t memory_limit;        /* bytes for sessions; 0 = unbounded */
+    uint32_t value_max;         /* largest value; default 1 MiB */
+    uint32_t heartbeat_ms;      /* default 100 */
+    uint32_t repair_grace_ms;   /* a gap older than this is repaired; default 20 */
+    uint32_t join_timeout_ms;   /* join waits this long for a peer; default 3000 */
+    size_t backlog_bytes;       /* resend buffer; default 64 MiB */
+    uint32_t write_timeout_ms;  /* default wait for acknowledgements; default 1000 */
+    sn_log_fn log;              /* NULL: the library prints nothing */
+    void *log_arg;
+    int log_level;              /* highest level passed to `log`; default SN_LOG_INFO */
+    double test_drop_rate;      /* test hook: fraction of received deltas dropped */
+} sn_config_t;
+
+/* Fills `cfg` with the defaults (zeroes and the documented values). */
+SN_EXPORT void sn_config_init(sn_config_t *cfg);
+
+/*
+ * sn_node_new - creates a node from `cfg` (copied; strings too). Nothing is
+ * bound or started yet. Returns NULL on a bad configuration or no memory.
+ */
+SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg);
+
+/*
+ * sn_node_start - binds, connects to the peers and starts replicating. With
+ * cfg.join it then copies the sessions from the first peer that answers
+ * (see sn_node_wait_ready). SN_EADDR if an endpoint cannot be bound,
+ * SN_ESTATE if already started.
+ */
+SN_EXPORT int sn_node_start(sn_node_t *node);
+
+/*
+ * sn_node_wait_ready - waits until the node has finished joining (at once
+ * for a node that does not join). SN_ETIMEDOUT after timeout_ms.
+ */
+SN_EXPORT int sn_node_wait_ready(sn_node_t *node, uint32_t timeout_ms);
+
+/* Stops replication (peers see heartbeats stop), frees everything and sets
+ * *node_p to NULL. Accepts NULL. Sessions are not kept anywhere else. */
+SN_EXPORT void sn_node_destroy(sn_node_t **node_p);
+
+/* Options of one write. Zeroed means: existing session only, no
+ * acknowledgements. */
+typedef struct {
+    int create;                 /* create the session if it is missing */
+    uint32_t max_inactive;      /* seconds, for a created session; 0 = never expires */
+    uint32_t flags;             /* stored with the value (memcached's flags) */
+    uint32_t acks;              /* wait until this many peers applied the write */
+    uint32_t timeout_ms;        /* for acks; 0 = cfg.write_timeout_ms */
+} sn_write_t;
+
+/*
+ * Session operations. id: 1..250 bytes, no whitespace or control characters
+ * (SN_EBADID); attribute names up to 250 bytes (SN_EBADNAME); values up to
+ * cfg.value_max (SN_ETOOBIG). A write that asked for acks and did not get
+ * them in time returns SN_ETIMEDOUT: it is applied locally and will still
+ * reach the peers, it just was not confirmed. SN_EFULL when the memory limit
+ * cannot be met even after evicting.
+ */
+SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
+                             uint32_t max_inactive);
+SN_EXPORT int sn_node_put(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                          size_t name_len, const void *value, size_t value_len,
+                          const sn_write_t *options);
+/* Copies the value into buf (cap bytes); *value_len gets its full length
+ * (SN_ETRUNC if cap was too small). A read counts as an access. */
+SN_EXPORT int sn_node_get(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                          size_t name_len, void *buf, size_t cap, size_t *value_len,
+                          uint32_t *flags);
+SN_EXPORT int sn_node_remove(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                             size_t name_len, const sn_write_t *options);
+/* Invalidates the session everywhere (logout); concurrent updates lose. */
+SN_EXPORT int sn_node_destroy_session(sn_node_t *node, const void *id, size_t id_len,
+                                      const sn_write_t *options);
+/* An access; max_inactive >= 0 also sets a new max_inactive. */
+SN_EXPORT int sn_node_touch(sn_node_t *node, const void *id, size_t id_len,
+                            int64_t max_inactive);
+/* 1 if the session is alive, 0 if not, negative on a bad id. Not an access. */
+SN_EXPORT int sn_node_exists(sn_node_t *node, const void *id, size_t id_len);
+/* A digest of the session's replicated state, equal on nodes that hold the
+ * same updates. SN_ENOTFOUND if the node holds nothing under `id`. */
+SN_EXPORT int sn_node_digest(sn_node_t *node, const void *id, size_t id_len,
+                             uint64_t *digest);
+
+typedef struct {
+    uint64_t sessions, tombstones, bytes, evictions, expired;
+    uint64_t writes;            /* local writes */
+    uint64_t deltas_sent;       /* published, touches included */
+    uint64_t deltas_received;   /* received from peers, first copies */
+    uint64_t deltas_dropped;    /* by the test hook */
+    uint64_t duplicates;        /* received again */
+    uint64_t gaps_detected;     /* ranges reported missing */
+    uint64_t repairs_requested; /* repair requests sent */
+    uint64_t repaired;          /* deltas recovered from a peer's backlog */
+    uint64_t full_fetches;      /* sessions fetched whole */
+    uint64_t resyncs;           /* anti-entropy rounds after a backlog miss */
+    uint64_t bad_frames;        /* undecodable or invalid input, dropped */
+    uint64_t queue_overflows;   /* local deltas not queued (repaired by anti-entropy) */
+    uint64_t acks_timed_out;
+    uint64_t bytes_sent, bytes_received;
+    uint64_t snapshot_sessions; /* sessions received by joining */
+    uint64_t peers_alive;
+} sn_node_stats_t;
+
+SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);
+
+enum { SN_MEMBER_ALIVE = 0, SN_MEMBER_SUSPECT = 1, SN_MEMBER_DEAD = 2 };
+
+typedef struct {
+    uint64_t node_id;           /* 0 until the peer has been heard */
+    char name[64];
+    char address[256];          /* cluster address */
+    int state;                  /* SN_MEMBER_* */
+    uint64_t last_heard_ms;     /* 0 = never */
+    uint64_t last_pseq;         /* its last published sequence we know of */
+    uint64_t lag;               /* how many of those we have not received yet */
+} sn_member_t;
+
+/* Copies up to `max` peers into `out`; *count gets how many there are.
+ * The node itself is not listed. */
+SN_EXPORT int sn_node_members(sn_node_t *node, sn_member_t *out, size_t max, size_t *count);
+
+/* This node's id (the configured or the drawn one). */
+SN_EXPORT uint64_t sn_node_id(const sn_node_t *node);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,1486 @@
+/*
+ * sn_transport.c - the replication actor.
+ *
+ * One thread (a czmq actor) owns every socket of the node:
+ *
+ *   PUB     bound on the cluster address: DELTA and HEARTBEAT frames
+ *   ROUTER  bound on the derived address: requests from peers (repair,
+ *           snapshot, digests, fetch), heartbeats sent point to point, ACKs
+ *   SUB     connected to every peer's PUB
+ *   DEALER  one per peer, connected to its ROUTER: our requests, our ACKs
+ *
+ * Local writes reach the actor through a locked queue and an eventfd: the
+ * store's sink encodes the delta in the writer's thread (so the actor does no
+ * per-write encoding work beyond the frame) and never blocks. The actor gives
+ * each delta the next publish sequence (pseq), keeps it in the backlog ring
+ * and publishes it. Publish sequences, not the store's dots, are what gap
+ * detection tracks: they are contiguous by construction, whatever order the
+ * writer threads took their dots in, and they cover touches too.
+ *
+ * Receiving: a tracker per origin tells new from duplicate deltas and finds
+ * gaps, including a lost tail (heartbeats carry the last pseq). A gap older
+ * than the grace period is asked of the origin (REPAIR_REQ); a backlog that
+ * no longer holds it answers TOO_OLD, and the receiver then runs
+ * anti-entropy against a live peer: digests by chunks, then the full state
+ * of every session that differs. A delta the store cannot apply (it names an
+ * unknown session or reveals a missed update) makes the receiver fetch that
+ * session whole. So nothing depends on PUB/SUB delivering everything.
+ *
+ * Joining: the node subscribes first, then asks one peer for a snapshot. The
+ * donor streams its sessions in chunks, one chunk per credit the joiner
+ * grants, a bounded amount of work per loop turn, so its own writes and
+ * other requests keep flowing. Its cut (the pseq of every origin it had fully
+ * applied when the snapshot began) comes with the last chunk; the joiner then
+ * starts tracking each origin just past the cut and applies the deltas it
+ * buffered meanwhile. Whatever fell between is a gap like any other.
+ *
+ * Peers are met from the static list and from heartbeats: every node also
+ * sends its heartbeat point to point to the peers it knows, so a node that
+ * starts with us in its list becomes known to us too.
+ */
+#define _GNU_SOURCE
+#include "sn_transport.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sn_backlog.h"
+#include "sn_msg.h"
+#include "sn_tracker.h"
+#include "sn_wire.h"
+
+#define ADDR_MAX 256
+#define PEERS_MAX 256
+#define QUEUE_BYTES_MAX (256u << 20)
+#define CHUNK_SESSIONS 512          /* sessions per snapshot chunk */
+#define CHUNK_BYTES (1u << 20)      /* ...or about this many bytes */
+#define SNAP_CREDIT 4               /* chunks in flight while joining */
+#define DIGEST_BATCH 1024
+#define REPAIR_MAX 4096             /* pseqs per repair request */
+#define JOIN_BUFFER_MAX (128u << 20)
+#define TURN_WRITES 4096            /* local deltas published per loop turn */
+#define TURN_MSGS 1024              /* frames read per socket per loop turn */
+
+/* ------------------------------------------------------------ types */
+
+typedef struct waiter {
+    uint32_t acks;              /* peers needed per delta */
+    uint32_t deltas;            /* deltas of the write */
+    uint32_t done;              /* deltas that got their acks */
+    uint32_t refs;              /* the writer and each pending delta */
+    bool abandoned;             /* the writer stopped waiting */
+    pthread_cond_t cond;
+} waiter_t;
+
+typedef struct qitem {
+    struct qitem *next;
+    uint8_t *body;              /* sn_wire delta */
+    size_t len;
+    waiter_t *waiter;
+} qitem_t;
+
+typedef struct {
+    uint64_t pseq;
+    waiter_t *waiter;
+    uint32_t acks;
+    uint64_t acked_by[8];       /* distinct peers, first few */
+} pending_ack_t;
+
+typedef struct {
+    char address[ADDR_MAX];
+    char router[ADDR_MAX];
+    zsock_t *dealer;
+    uint64_t node_id;
+    char name[64];
+    uint64_t incarnation;
+    uint64_t last_heard_ms;
+    uint64_t last_pseq;
+    uint64_t lag;               /* announced but not yet received */
+    bool subscribed;
+    bool resyncing;             /* an anti-entropy round with it is running */
+    uint64_t resync_cursor;
+} peer_t;
+
+typedef struct {
+    zframe_t *identity;         /* the joiner's ROUTER identity */
+    uint64_t snap_id;
+    uint64_t cursor;
+    uint64_t chunk;
+    uint32_t credit;
+    sn_vv_t cut;
+    bool done;
+} snap_serve_t;
+
+typedef struct jbuf {
+    struct jbuf *next;
+    size_t len;
+    uint8_t bytes[];
+} jbuf_t;
+
+struct sn_transport {
+    sn_transport_options_t opt;
+    char cluster[ADDR_MAX];
+    char pub_ep[ADDR_MAX], router_ep[ADDR_MAX];
+    char name[64];
+    char **peer_list;
+    sn_store_t *store;
+    zactor_t *actor;
+    int start_rc;               /* set by the actor before its first signal */
+    int efd;
+
+    pthread_mutex_t qlock;      /* queue, pending acks, waiters */
+    qitem_t *qhead, *qtail;
+    size_t qbytes;
+    pending_ack_t *pending;
+    size_t npending, cap_pending;
+
+    pthread_mutex_t mlock;      /* peers table (read by sn_transport_members) */
+    peer_t peers[PEERS_MAX];
+    size_t npeers;
+
+    pthread_mutex_t rlock;      /* readiness */
+    pthread_cond_t rcond;
+    bool ready;
+
+    struct {
+        _Atomic uint64_t deltas_sent, deltas_received, deltas_dropped, duplicates,
+            gaps_detected, repairs_requested, repaired, full_fetches, resyncs, bad_frames,
+            queue_overflows, acks_timed_out, bytes_sent, bytes_received, snapshot_sessions;
+    } st;
+
+    /* actor-owned */
+    zsock_t *pub, *router, *sub;
+    sn_backlog_t *backlog;
+    sn_tracker_t *tracker;
+    uint64_t pseq;
+    uint64_t incarnation;
+    snap_serve_t *serving;
+    size_t nserving;
+    enum { J_IDLE, J_WAITING, J_STREAMING } join_state;
+    uint64_t join_started_ms;
+    uint64_t snap_id;
+    int join_peer;
+    jbuf_t *jhead, *jtail;
+    size_t jbytes;
+    uint64_t rng;
+};
+
+static _Thread_local struct {
+    sn_transport_t *t;
+    waiter_t *w;
+} tls_write;
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+static void tlog(sn_transport_t *t, int level, const char *fmt, ...)
+{
+    if (!t->opt.log || level > t->opt.log_level)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    t->opt.log(level, line, t->opt.log_arg);
+}
+
+static void count(_Atomic uint64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+static uint64_t rnd(sn_transport_t *t)
+{
+    uint64_t z = (t->rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+int sn_transport_endpoints(const char *cluster, char *pub, size_t pub_cap, char *router,
+                           size_t router_cap)
+{
+    if (!cluster)
+        return SN_EINVAL;
+    if (strncmp(cluster, "tcp://", 6) == 0) {
+        const char *colon = strrchr(cluster + 6, ':');
+        if (!colon || colon[1] == 0)
+            return SN_EINVAL;
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || port <= 0 || port >= 65535)
+            return SN_EINVAL;
+        int host_len = (int) (colon - cluster);
+        if (snprintf(pub, pub_cap, "%s", cluster) >= (int) pub_cap ||
+            snprintf(router, router_cap, "%.*s:%ld", host_len, cluster, port + 1) >=
+                (int) router_cap)
+            return SN_EINVAL;
+        return 0;
+    }
+    if (strncmp(cluster, "inproc://", 9) == 0 || strncmp(cluster, "ipc://", 6) == 0) {
+        if (snprintf(pub, pub_cap, "%s.pub", cluster) >= (int) pub_cap ||
+            snprintf(router, router_cap, "%s.router", cluster) >= (int) router_cap)
+            return SN_EINVAL;
+        return 0;
+    }
+    return SN_EINVAL;
+}
+
+static int send_bytes(sn_transport_t *t, zsock_t *sock, zframe_t *identity, const uint8_t *buf,
+                      size_t len)
+{
+    void *h = zsock_resolve(sock);
+    if (identity &&
+        zmq_send(h, zframe_data(identity), zframe_size(identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    if (zmq_send(h, buf, len, ZMQ_DONTWAIT) < 0)
+        return -1;
+    count(&t->st.bytes_sent, len);
+    return 0;
+}
+
+static int send_msg(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_msg_t *m)
+{
+    m->sender = t->opt.node_id;
+    uint8_t *buf;
+    size_t len;
+    int rc = sn_msg_encode(m, &buf, &len);
+    if (rc) {
+        tlog(t, SN_LOG_WARN, "cannot encode %s: %s", sn_msg_type_name(m->type), sn_strerror(rc));
+        return rc;
+    }
+    rc = send_bytes(t, sock, identity, buf, len);
+    free(buf);
+    return rc;
+}
+
+/* ------------------------------------------------------------ peers */
+
+static peer_t *peer_by_address(sn_transport_t *t, const char *address)
+{
+    for (size_t i = 0; i < t->npeers; i++)
+        if (strcmp(t->peers[i].address, address) == 0)
+            return &t->peers[i];
+    return NULL;
+}
+
+static peer_t *peer_by_id(sn_transport_t *t, uint64_t id)
+{
+    for (size_t i = 0; i < t->npeers; i++)
+        if (t->peers[i].node_id == id)
+            return &t->peers[i];
+    return NULL;
+}
+
+/* Adds a peer and connects to it (actor thread). */
+static peer_t *peer_add(sn_transport_t *t, const char *address)
+{
+    if (strcmp(address, t->cluster) == 0)
+        return NULL;
+    peer_t *p = peer_by_address(t, address);
+    if (p)
+        return p;
+    if (t->npeers == PEERS_MAX) {
+        tlog(t, SN_LOG_WARN, "peer table full, ignoring %s", address);
+        return NULL;
+    }
+    char pub[ADDR_MAX], router[ADDR_MAX];
+    if (sn_transport_endpoints(address, pub, sizeof pub, router, sizeof router)) {
+        tlog(t, SN_LOG_WARN, "bad peer address %s", address);
+        return NULL;
+    }
+    zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    if (!dealer)
+        return NULL;
+    zsock_set_linger(dealer, 0);
+    zsock_set_sndhwm(dealer, 100000);
+    zsock_set_rcvhwm(dealer, 100000);
+    if (zsock_connect(dealer, "%s", router) < 0 || zsock_connect(t->sub, "%s", pub) < 0) {
+        tlog(t, SN_LOG_WARN, "cannot connect to %s", address);
+        zsock_destroy(&dealer);
+        return NULL;
+    }
+    pthread_mutex_lock(&t->mlock);
+    p = &t->peers[t->npeers++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->address, sizeof p->address, "%s", address);
+    snprintf(p->router, sizeof p->router, "%s", router);
+    p->dealer = dealer;
+    p->subscribed = true;
+    pthread_mutex_unlock(&t->mlock);
+    tlog(t, SN_LOG_INFO, "peer %s added", address);
+    return p;
+}
+
+static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
+{
+    if (!p->last_heard_ms)
+        return SN_MEMBER_DEAD;
+    uint64_t quiet = now - p->last_heard_ms;
+    if (quiet <= 5u * t->opt.heartbeat_ms)
+        return SN_MEMBER_ALIVE;
+    if (quiet <= 30u * t->opt.heartbeat_ms)
+        return SN_MEMBER_SUSPECT;
+    return SN_MEMBER_DEAD;
+}
+
+static peer_t *any_live_peer(sn_transport_t *t, uint64_t now)
+{
+    size_t live[PEERS_MAX], n = 0;
+    for (size_t i = 0; i < t->npeers; i++)
+        if (member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE)
+            live[n++] = i;
+    return n ? &t->peers[live[rnd(t) % n]] : NULL;
+}
+
+/* ------------------------------------------------------------ writer side */
+
+static void waiter_unref(waiter_t *w)
+{
+    if (--w->refs == 0) {
+        pthread_cond_destroy(&w->cond);
+        free(w);
+    }
+}
+
+void sn_transport_sink(const sn_delta_t *delta, void *arg)
+{
+    sn_transport_t *t = arg;
+    qitem_t *it = calloc(1, sizeof *it);
+    if (!it || sn_wire_encode_delta(delta, &it->body, &it->len)) {
+        free(it);
+        count(&t->st.queue_overflows, 1);
+        return;
+    }
+    pthread_mutex_lock(&t->qlock);
+    if (t->qbytes + it->len > QUEUE_BYTES_MAX) {
+        pthread_mutex_unlock(&t->qlock);
+        free(it->body);
+        free(it);
+        count(&t->st.queue_overflows, 1);
+        return;
+    }
+    if (tls_write.t == t && tls_write.w) {
+        it->waiter = tls_write.w;
+        it->waiter->deltas++;
+        it->waiter->refs++;
+    }
+    bool was_empty = t->qhead == NULL;
+    if (t->qtail)
+        t->qtail->next = it;
+    else
+        t->qhead = it;
+    t->qtail = it;
+    t->qbytes += it->len;
+    pthread_mutex_unlock(&t->qlock);
+    if (was_empty) {
+        uint64_t one = 1;
+        ssize_t n = write(t->efd, &one, sizeof one);
+        (void) n;  /* a full counter still wakes the actor */
+    }
+}
+
+void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
+{
+    tls_write.t = NULL;
+    tls_write.w = NULL;
+    if (!self || acks == 0)
+        return;
+    waiter_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    w->acks = acks;
+    w->refs = 1;
+    tls_write.t = self;
+    tls_write.w = w;
+}
+
+int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
+{
+    waiter_t *w = tls_write.w;
+    tls_write.t = NULL;
+    tls_write.w = NULL;
+    if (!self || !w)
+        return 0;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&self->qlock);
+    while (w->done < w->deltas) {
+        if (pthread_cond_timedwait(&w->cond, &self->qlock, &deadline) == ETIMEDOUT &&
+            w->done < w->deltas) {
+            rc = SN_ETIMEDOUT;
+            count(&self->st.acks_timed_out, 1);
+            break;
+        }
+    }
+    w->abandoned = true;
+    waiter_unref(w);
+    pthread_mutex_unlock(&self->qlock);
+    return rc;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+static void publish_local(sn_transport_t *t)
+{
+    uint64_t drained;
+    ssize_t n = read(t->efd, &drained, sizeof drained);
+    (void) n;
+    for (int turn = 0; turn < TURN_WRITES; turn++) {
+        pthread_mutex_lock(&t->qlock);
+        qitem_t *it = t->qhead;
+        if (it) {
+            t->qhead = it->next;
+            if (!t->qhead)
+                t->qtail = NULL;
+            t->qbytes -= it->len;
+        }
+        pthread_mutex_unlock(&t->qlock);
+        if (!it)
+            return;
+        sn_msg_t m = {.type = SN_MSG_DELTA};
+        m.u.delta.pseq = ++t->pseq;
+        m.u.delta.flags = it->waiter ? SN_MSG_F_ACK : 0;
+        m.u.delta.body = it->body;
+        m.u.delta.body_len = (uint32_t) it->len;
+        m.sender = t->opt.node_id;
+        uint8_t *buf;
+        size_t len;
+        if (sn_msg_encode(&m, &buf, &len) == 0) {
+            sn_backlog_push(t->backlog, m.u.delta.pseq, m.u.delta.flags, buf, len);
+            send_bytes(t, t->pub, NULL, buf, len);
+            free(buf);
+            count(&t->st.deltas_sent, 1);
+        }
+        pthread_mutex_lock(&t->qlock);
+        if (it->waiter) {
+            if (it->waiter->abandoned) {
+                waiter_unref(it->waiter);
+            } else {
+                if (t->npending == t->cap_pending) {
+                    size_t cap = t->cap_pending ? 2 * t->cap_pending : 64;
+                    pending_ack_t *p = realloc(t->pending, cap * sizeof *p);
+                    if (p) {
+                        t->pending = p;
+                        t->cap_pending = cap;
+                    }
+                }
+                if (t->npending < t->cap_pending)
+                    t->pending[t->npending++] = (pending_ack_t){.pseq = m.u.delta.pseq,
+                                                                .waiter = it->waiter};
+                else
+                    waiter_unref(it->waiter);
+            }
+        }
+        pthread_mutex_unlock(&t->qlock);
+        free(it->body);
+        free(it);
+    }
+    /* more left: wake ourselves again */
+    uint64_t one = 1;
+    n = write(t->efd, &one, sizeof one);
+}
+
+static void on_ack(sn_transport_t *t, const sn_msg_t *m)
+{
+    if (m->u.ack.origin != t->opt.node_id)
+        return;
+    pthread_mutex_lock(&t->qlock);
+    for (size_t i = 0; i < t->npending; i++) {
+        pending_ack_t *p = &t->pending[i];
+        if (p->pseq != m->u.ack.pseq)
+            continue;
+        for (uint32_t k = 0; k < p->acks && k < 8; k++)
+            if (p->acked_by[k] == m->sender)
+                goto out;
+        if (p->acks < 8)
+            p->acked_by[p->acks] = m->sender;
+        p->acks++;
+        if (p->acks >= p->waiter->acks || p->waiter->abandoned) {
+            if (!p->waiter->abandoned) {
+                p->waiter->done++;
+                pthread_cond_broadcast(&p->waiter->cond);
+            }
+            waiter_unref(p->waiter);
+            t->pending[i] = t->pending[--t->npending];
+        }
+        break;
+    }
+out:
+    pthread_mutex_unlock(&t->qlock);
+}
+
+/* Drops pending acks whose writer gave up. */
+static void sweep_pending(sn_transport_t *t)
+{
+    pthread_mutex_lock(&t->qlock);
+    for (size_t i = 0; i < t->npending;) {
+        if (t->pending[i].waiter->abandoned) {
+            waiter_unref(t->pending[i].waiter);
+            t->pending[i] = t->pending[--t->npending];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&t->qlock);
+}
+
+/* ------------------------------------------------------------ receiving */
+
+static void fetch_session(sn_transport_t *t, uint64_t origin, const uint8_t *id, uint32_t id_len)
+{
+    peer_t *p = peer_by_id(t, origin);
+    if (!p || member_state(t, p, mono_ms()) == SN_MEMBER_DEAD)
+        p = any_live_peer(t, mono_ms());
+    if (!p)
+        return;
+    sn_msg_blob_t blob = {.bytes = id, .len = id_len};
+    sn_msg_t m = {.type = SN_MSG_FETCH_REQ};
+    m.u.fetch_req.n = 1;
+    m.u.fetch_req.ids = &blob;
+    send_msg(t, p->dealer, NULL, &m);
+    count(&t->st.full_fetches, 1);
+}
+
+static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq)
+{
+    peer_t *p = peer_by_id(t, origin);
+    if (!p)
+        return;
+    sn_msg_t m = {.type = SN_MSG_ACK};
+    m.u.ack.origin = origin;
+    m.u.ack.pseq = pseq;
+    send_msg(t, p->dealer, NULL, &m);
+}
+
+/* Applies one delta frame's content: origin, pseq, flags, sn_wire body. */
+static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
+                        const uint8_t *body, uint32_t body_len)
+{
+    sn_track_t tr = sn_tracker_receive(t->tracker, origin, pseq, mono_ms());
+    if (tr == SN_TRACK_DUPLICATE) {
+        count(&t->st.duplicates, 1);
+        if (flags & SN_MSG_F_ACK)
+            send_ack(t, origin, pseq);
+        return;
+    }
+    sn_wire_delta_t d;
+    if (sn_wire_decode_delta(body, body_len, &d)) {
+        count(&t->st.bad_frames, 1);
+        return;
+    }
+    count(&t->st.deltas_received, 1);
+    int rc = sn_store_apply(t->store, &d.delta);
+    if (rc == SN_APPLY_NEED_FULL) {
+        fetch_session(t, origin, d.delta.id, d.delta.id_len);
+    } else if (rc < 0) {
+        count(&t->st.bad_frames, 1);
+        tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
+             (unsigned long long) origin, sn_strerror(rc));
+    }
+    if ((flags & SN_MSG_F_ACK) && rc != SN_APPLY_NEED_FULL)
+        send_ack(t, origin, pseq);
+    sn_wire_delta_release(&d);
+}
+
+static void buffer_for_join(sn_transport_t *t, const uint8_t *buf, size_t len)
+{
+    if (t->jbytes + len > JOIN_BUFFER_MAX)
+        return;  /* becomes a gap after the cut, repaired like any other */
+    jbuf_t *j = malloc(sizeof *j + len);
+    if (!j)
+        return;
+    j->next = NULL;
+    j->len = len;
+    memcpy(j->bytes, buf, len);
+    if (t->jtail)
+        t->jtail->next = j;
+    else
+        t->jhead = j;
+    t->jtail = j;
+    t->jbytes += len;
+}
+
+static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
+{
+    char address[ADDR_MAX];
+    uint32_t n = m->u.heartbeat.endpoint_len < ADDR_MAX - 1 ? m->u.heartbeat.endpoint_len
+                                                            : ADDR_MAX - 1;
+    memcpy(address, m->u.heartbeat.endpoint, n);
+    address[n] = 0;
+    if (m->sender == t->opt.node_id)
+        return;
+    peer_t *p = peer_by_id(t, m->sender);
+    if (!p)
+        p = peer_add(t, address);
+    if (!p)
+        return;
+    pthread_mutex_lock(&t->mlock);
+    if (p->node_id && p->node_id != m->sender) {
+        /* same address, new process: a new origin */
+        tlog(t, SN_LOG_INFO, "peer %s restarted as %016llx", p->address,
+             (unsigned long long) m->sender);
+        sn_tracker_forget(t->tracker, p->node_id);
+    }
+    if (!p->last_heard_ms)
+        tlog(t, SN_LOG_INFO, "peer %s is alive (%016llx)", p->address,
+             (unsigned long long) m->sender);
+    p->node_id = m->sender;
+    p->incarnation = m->u.heartbeat.incarnation;
+    p->last_heard_ms = mono_ms();
+    p->last_pseq = m->u.heartbeat.last_pseq;
+    uint64_t have = sn_tracker_contiguous(t->tracker, m->sender);
+    p->lag = p->last_pseq > have ? p->last_pseq - have : 0;
+    uint32_t nl = m->u.heartbeat.name_len < sizeof p->name - 1 ? m->u.heartbeat.name_len
+                                                              : (uint32_t) sizeof p->name - 1;
+    memcpy(p->name, m->u.heartbeat.name, nl);
+    p->name[nl] = 0;
+    pthread_mutex_unlock(&t->mlock);
+    if (t->join_state != J_STREAMING)
+        sn_tracker_announce(t->tracker, m->sender, m->u.heartbeat.last_pseq, mono_ms());
+}
+
+static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bool from_sub)
+{
+    sn_msg_decoded_t dm;
+    if (sn_msg_decode(buf, len, &dm)) {
+        count(&t->st.bad_frames, 1);
+        return;
+    }
+    const sn_msg_t *m = &dm.msg;
+    if (m->type == SN_MSG_HEARTBEAT) {
+        on_heartbeat(t, m);
+    } else if (m->type == SN_MSG_DELTA && m->sender != t->opt.node_id) {
+        if (from_sub && t->opt.drop_rate > 0 &&
+            (double) (rnd(t) >> 11) / 9007199254740992.0 < t->opt.drop_rate) {
+            count(&t->st.deltas_dropped, 1);
+        } else if (t->join_state != J_IDLE) {
+            buffer_for_join(t, buf, len);
+        } else {
+            apply_delta(t, m->sender, m->u.delta.pseq, m->u.delta.flags, m->u.delta.body,
+                        m->u.delta.body_len);
+        }
+    } else {
+        count(&t->st.bad_frames, 1);
+    }
+    sn_msg_release(&dm);
+}
+
+/* ------------------------------------------------------------ anti-entropy */
+
+static void resync_step(sn_transport_t *t, peer_t *p)
+{
+    sn_msg_t m = {.type = SN_MSG_DIGEST_REQ};
+    m.u.digest_req.cursor = p->resync_cursor;
+    m.u.digest_req.max = DIGEST_BATCH;
+    send_msg(t, p->dealer, NULL, &m);
+}
+
+static void start_resync(sn_transport_t *t, peer_t *p)
+{
+    if (!p || p->resyncing)
+        return;
+    p->resyncing = true;
+    p->resync_cursor = 0;
+    count(&t->st.resyncs, 1);
+    tlog(t, SN_LOG_INFO, "anti-entropy with %s", p->address);
+    resync_step(t, p);
+}
+
+typedef struct {
+    sn_msg_blob_t *items;
+    uint32_t n, cap;
+    size_t bytes;
+} blobs_t;
+
+static void blobs_free(blobs_t *b)
+{
+    for (uint32_t i = 0; i < b->n; i++)
+        free((void *) b->items[i].bytes);
+    free(b->items);
+    memset(b, 0, sizeof *b);
+}
+
+static void blobs_add(blobs_t *b, uint8_t *bytes, size_t len, uint64_t digest)
+{
+    if (b->n == b->cap) {
+        uint32_t cap = b->cap ? 2 * b->cap : 64;
+        sn_msg_blob_t *items = realloc(b->items, cap * sizeof *items);
+        if (!items) {
+            free(bytes);
+            return;
+        }
+        b->items = items;
+        b->cap = cap;
+    }
+    b->items[b->n++] = (sn_msg_blob_t){.bytes = bytes, .len = (uint32_t) len, .digest = digest};
+    b->bytes += len;
+}
+
+static void collect_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    blobs_t *b = arg;
+    uint8_t *buf;
+    size_t len;
+    if (sn_wire_encode_state(id, id_len, st, &buf, &len) == 0)
+        blobs_add(b, buf, len, 0);
+}
+
+/* Collects ids only: the scan holds the shard's lock, and the digests are
+ * taken afterwards, one lookup each. */
+static void collect_id(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    (void) st;
+    uint8_t *copy = malloc(id_len);
+    if (!copy)
+        return;
+    memcpy(copy, id, id_len);
+    blobs_add(arg, copy, id_len, 0);
+}
+
+static void on_digest_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
+{
+    blobs_t b = {0};
+    uint64_t cursor = m->u.digest_req.cursor;
+    uint32_t max = m->u.digest_req.max ? m->u.digest_req.max : DIGEST_BATCH;
+    if (max > DIGEST_BATCH)
+        max = DIGEST_BATCH;
+    int more = sn_store_scan(t->store, &cursor, max, collect_id, &b);
+    for (uint32_t i = 0; i < b.n; i++)
+        sn_store_digest(t->store, b.items[i].bytes, b.items[i].len, &b.items[i].digest);
+    sn_msg_t r = {.type = SN_MSG_DIGEST_REP};
+    r.u.digest_rep.next_cursor = cursor;
+    r.u.digest_rep.done = more != 1;
+    r.u.digest_rep.n = b.n;
+    r.u.digest_rep.entries = b.items;
+    send_msg(t, t->router, identity, &r);
+    blobs_free(&b);
+}
+
+static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
+{
+    sn_msg_blob_t want[DIGEST_BATCH];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < m->u.digest_rep.n && n < DIGEST_BATCH; i++) {
+        const sn_msg_blob_t *e = &m->u.digest_rep.entries[i];
+        uint64_t mine;
+        if (sn_store_digest(t->store, e->bytes, e->len, &mine) != 0 || mine != e->digest)
+            want[n++] = *e;
+    }
+    if (n) {
+        sn_msg_t r = {.type = SN_MSG_FETCH_REQ};
+        r.u.fetch_req.n = n;
+        r.u.fetch_req.ids = want;
+        send_msg(t, p->dealer, NULL, &r);
+        count(&t->st.full_fetches, n);
+    }
+    if (m->u.digest_rep.done) {
+        p->resyncing = false;
+        tlog(t, SN_LOG_INFO, "anti-entropy with %s done", p->address);
+    } else {
+        p->resync_cursor = m->u.digest_rep.next_cursor;
+        resync_step(t, p);
+    }
+}
+
+static void on_fetch_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
+{
+    blobs_t b = {0};
+    for (uint32_t i = 0; i < m->u.fetch_req.n; i++) {
+        sn_store_export(t->store, m->u.fetch_req.ids[i].bytes, m->u.fetch_req.ids[i].len,
+                        collect_state, &b);
+        if (b.bytes > CHUNK_BYTES || i + 1 == m->u.fetch_req.n) {
+            sn_msg_t r = {.type = SN_MSG_FETCH_REP};
+            r.u.fetch_rep.n = b.n;
+            r.u.fetch_rep.states = b.items;
+            if (b.n)
+                send_msg(t, t->router, identity, &r);
+            blobs_free(&b);
+        }
+    }
+}
+
+static uint32_t merge_states(sn_transport_t *t, const sn_msg_blob_t *states, uint32_t n)
+{
+    uint32_t merged = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        sn_wire_state_t ws;
+        if (sn_wire_decode_state(states[i].bytes, states[i].len, &ws)) {
+            count(&t->st.bad_frames, 1);
+            continue;
+        }
+        int rc = sn_store_merge(t->store, ws.id, ws.id_len, &ws.state);
+        if (rc < 0) {
+            count(&t->st.bad_frames, 1);
+            tlog(t, SN_LOG_WARN, "state refused: %s", sn_strerror(rc));
+        } else {
+            merged++;
+        }
+        sn_wire_state_release(&ws);
+    }
+    return merged;
+}
+
+/* ------------------------------------------------------------ repair */
+
+static void on_repair_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
+{
+    if (m->u.repair_req.origin != t->opt.node_id)
+        return;  /* only the origin keeps a backlog of its deltas */
+    uint64_t from = m->u.repair_req.from_pseq, to = m->u.repair_req.to_pseq;
+    uint64_t first = sn_backlog_first(t->backlog), last = sn_backlog_last(t->backlog);
+    sn_msg_t r = {.type = SN_MSG_REPAIR_REP};
+    r.u.repair_rep.origin = t->opt.node_id;
+    if (!first || from < first || to > last || to < from) {
+        r.u.repair_rep.status = SN_MSG_REPAIR_TOO_OLD;
+        send_msg(t, t->router, identity, &r);
+        return;
+    }
+    if (to - from >= REPAIR_MAX)
+        to = from + REPAIR_MAX - 1;
+    size_t n = (size_t) (to - from + 1);
+    sn_msg_entry_t *e = calloc(n, sizeof *e);
+    if (!e)
+        return;
+    size_t k = 0, bytes = 0;
+    for (uint64_t s = from; s <= to && bytes < CHUNK_BYTES; s++) {
+        const uint8_t *frame;
+        size_t len;
+        uint32_t flags;
+        if (sn_backlog_get(t->backlog, s, &frame, &len, &flags))
+            break;
+        /* the backlog holds whole DELTA frames; the reply carries bodies */
+        sn_msg_decoded_t dm;
+        if (sn_msg_decode(frame, len, &dm))
+            break;
+        uint8_t *body = malloc(dm.msg.u.delta.body_len);
+        if (body)
+            memcpy(body, dm.msg.u.delta.body, dm.msg.u.delta.body_len);
+        e[k] = (sn_msg_entry_t){.pseq = s, .flags = flags, .body = body,
+                                .body_len = body ? dm.msg.u.delta.body_len : 0};
+        sn_msg_release(&dm);
+        if (!body)
+            break;
+        bytes += len;
+        k++;
+    }
+    r.u.repair_rep.status = SN_MSG_REPAIR_OK;
+    r.u.repair_rep.n = (uint32_t) k;
+    r.u.repair_rep.entries = e;
+    send_msg(t, t->router, identity, &r);
+    for (size_t i = 0; i < k; i++)
+        free((void *) e[i].body);
+    free(e);
+}
+
+static void on_repair_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
+{
+    uint64_t origin = m->u.repair_rep.origin;
+    if (m->u.repair_rep.status == SN_MSG_REPAIR_TOO_OLD) {
+        /* past the backlog: take whatever we lack from the origin itself
+         * and count its missing range as accounted for */
+        uint64_t upto = p->last_pseq;
+        uint64_t next = sn_tracker_contiguous(t->tracker, origin) + 1;
+        if (upto >= next)
+            sn_tracker_skip(t->tracker, origin, next, upto);
+        start_resync(t, p);
+        return;
+    }
+    for (uint32_t i = 0; i < m->u.repair_rep.n; i++) {
+        const sn_msg_entry_t *e = &m->u.repair_rep.entries[i];
+        count(&t->st.repaired, 1);
+        apply_delta(t, origin, e->pseq, e->flags, e->body, e->body_len);
+    }
+}
+
+static void request_repairs(sn_transport_t *t, uint64_t now)
+{
+    sn_gap_t gaps[64];
+    uint64_t retry = t->opt.repair_grace_ms * 10u;
+    if (retry < 200)
+        retry = 200;
+    size_t n = sn_tracker_gaps(t->tracker, now, t->opt.repair_grace_ms, retry, gaps, 64);
+    for (size_t i = 0; i < n; i++) {
+        count(&t->st.gaps_detected, 1);
+        peer_t *p = peer_by_id(t, gaps[i].origin);
+        if (!p || member_state(t, p, now) == SN_MEMBER_DEAD) {
+            /* the origin is gone: its writes live on in the others */
+            sn_tracker_skip(t->tracker, gaps[i].origin, gaps[i].from, gaps[i].to);
+            start_resync(t, any_live_peer(t, now));
+            continue;
+        }
+        sn_msg_t m = {.type = SN_MSG_REPAIR_REQ};
+        m.u.repair_req.origin = gaps[i].origin;
+        m.u.repair_req.from_pseq = gaps[i].from;
+        m.u.repair_req.to_pseq = gaps[i].to - gaps[i].from >= REPAIR_MAX
+                                     ? gaps[i].from + REPAIR_MAX - 1 : gaps[i].to;
+        send_msg(t, p->dealer, NULL, &m);
+        count(&t->st.repairs_requested, 1);
+    }
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+static void cut_add(sn_vv_t *cut, uint64_t node, uint64_t pseq)
+{
+    if (!node || !pseq)
+        return;
+    uint32_t i = 0;
+    while (i < cut->n && cut->dots[i].node < node)
+        i++;
+    memmove(&cut->dots[i + 1], &cut->dots[i], (cut->n - i) * sizeof(sn_dot_t));
+    cut->dots[i] = (sn_dot_t){node, pseq};
+    cut->n++;
+}
+
+static void on_snap_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
+{
+    snap_serve_t *s = realloc(t->serving, (t->nserving + 1) * sizeof *s);
+    if (!s)
+        return;
+    t->serving = s;
+    s = &t->serving[t->nserving++];
+    memset(s, 0, sizeof *s);
+    s->identity = zframe_dup(identity);
+    s->snap_id = m->u.snap_req.snap_id;
+    s->credit = m->u.snap_req.credit;
+    /* the cut: every origin's fully applied prefix, taken before the scan */
+    s->cut.dots = calloc(t->npeers + 1, sizeof(sn_dot_t));
+    if (s->cut.dots) {
+        cut_add(&s->cut, t->opt.node_id, t->pseq);
+        for (size_t i = 0; i < t->npeers; i++)
+            if (t->peers[i].node_id)
+                cut_add(&s->cut, t->peers[i].node_id,
+                        sn_tracker_contiguous(t->tracker, t->peers[i].node_id));
+    }
+    tlog(t, SN_LOG_INFO, "serving snapshot %016llx", (unsigned long long) s->snap_id);
+}
+
+static void on_snap_credit(sn_transport_t *t, const sn_msg_t *m)
+{
+    for (size_t i = 0; i < t->nserving; i++)
+        if (t->serving[i].snap_id == m->u.snap_req.snap_id)
+            t->serving[i].credit += m->u.snap_req.credit;
+}
+
+/* One chunk for each snapshot that has credit: bounded work per turn. */
+static void serve_snapshots(sn_transport_t *t)
+{
+    for (size_t i = 0; i < t->nserving;) {
+        snap_serve_t *s = &t->serving[i];
+        if (s->credit && !s->done) {
+            blobs_t b = {0};
+            int more = 1;
+            while (more == 1 && b.n < CHUNK_SESSIONS && b.bytes < CHUNK_BYTES)
+                more = sn_store_scan(t->store, &s->cursor, 64, collect_state, &b);
+            sn_msg_t m = {.type = SN_MSG_SNAP_CHUNK};
+            m.u.snap_chunk.snap_id = s->snap_id;
+            m.u.snap_chunk.chunk = s->chunk++;
+            m.u.snap_chunk.last = more != 1;
+            if (m.u.snap_chunk.last)
+                m.u.snap_chunk.cut = s->cut;
+            m.u.snap_chunk.n = b.n;
+            m.u.snap_chunk.states = b.items;
+            send_msg(t, t->router, s->identity, &m);
+            blobs_free(&b);
+            s->credit--;
+            s->done = m.u.snap_chunk.last;
+        }
+        if (s->done) {
+            tlog(t, SN_LOG_INFO, "snapshot %016llx sent in %llu chunks",
+                 (unsigned long long) s->snap_id, (unsigned long long) s->chunk);
+            zframe_destroy(&s->identity);
+            free(s->cut.dots);
+            t->serving[i] = t->serving[--t->nserving];
+        } else {
+            i++;
+        }
+    }
+}
+
+static void set_ready(sn_transport_t *t)
+{
+    pthread_mutex_lock(&t->rlock);
+    t->ready = true;
+    pthread_cond_broadcast(&t->rcond);
+    pthread_mutex_unlock(&t->rlock);
+}
+
+static void replay_join_buffer(sn_transport_t *t)
+{
+    jbuf_t *j = t->jhead;
+    t->jhead = t->jtail = NULL;
+    t->jbytes = 0;
+    while (j) {
+        jbuf_t *next = j->next;
+        on_delta_frame(t, j->bytes, j->len, false);
+        free(j);
+        j = next;
+    }
+}
+
+static void on_snap_chunk(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
+{
+    if (t->join_state != J_STREAMING || m->u.snap_chunk.snap_id != t->snap_id)
+        return;
+    uint32_t merged = merge_states(t, m->u.snap_chunk.states, m->u.snap_chunk.n);
+    count(&t->st.snapshot_sessions, merged);
+    if (!m->u.snap_chunk.last) {
+        sn_msg_t c = {.type = SN_MSG_SNAP_CREDIT};
+        c.u.snap_req.snap_id = t->snap_id;
+        c.u.snap_req.credit = 1;
+        send_msg(t, p->dealer, NULL, &c);
+        return;
+    }
+    const sn_vv_t *cut = &m->u.snap_chunk.cut;
+    for (uint32_t i = 0; i < cut->n; i++)
+        if (cut->dots[i].node != t->opt.node_id)
+            sn_tracker_reset(t->tracker, cut->dots[i].node, cut->dots[i].counter + 1);
+    t->join_state = J_IDLE;
+    replay_join_buffer(t);
+    tlog(t, SN_LOG_INFO, "joined from %s", p->address);
+    set_ready(t);
+}
+
+static void join_tick(sn_transport_t *t, uint64_t now)
+{
+    if (t->join_state != J_WAITING)
+        return;
+    peer_t *p = any_live_peer(t, now);
+    if (p) {
+        t->snap_id = rnd(t) | 1;
+        t->join_state = J_STREAMING;
+        sn_msg_t m = {.type = SN_MSG_SNAP_REQ};
+        m.u.snap_req.snap_id = t->snap_id;
+        m.u.snap_req.credit = SNAP_CREDIT;
+        send_msg(t, p->dealer, NULL, &m);
+        tlog(t, SN_LOG_INFO, "joining from %s", p->address);
+        return;
+    }
+    if (now - t->join_started_ms >= t->opt.join_timeout_ms) {
+        tlog(t, SN_LOG_WARN, "no peer answered within %u ms: starting alone",
+             t->opt.join_timeout_ms);
+        t->join_state = J_IDLE;
+        replay_join_buffer(t);
+        set_ready(t);
+    }
+}
+
+/* ------------------------------------------------------------ the loop */
+
+static void heartbeat(sn_transport_t *t)
+{
+    sn_msg_t m = {.type = SN_MSG_HEARTBEAT};
+    m.u.heartbeat.incarnation = t->incarnation;
+    m.u.heartbeat.last_pseq = t->pseq;
+    m.u.heartbeat.dots_done = sn_store_seq(t->store);
+    m.u.heartbeat.endpoint = (const uint8_t *) t->cluster;
+    m.u.heartbeat.endpoint_len = (uint32_t) strlen(t->cluster);
+    m.u.heartbeat.name = (const uint8_t *) t->name;
+    m.u.heartbeat.name_len = (uint32_t) strlen(t->name);
+    send_msg(t, t->pub, NULL, &m);
+    for (size_t i = 0; i < t->npeers; i++)
+        send_msg(t, t->peers[i].dealer, NULL, &m);
+}
+
+static void on_router(sn_transport_t *t)
+{
+    for (int turn = 0; turn < TURN_MSGS; turn++) {
+        zmsg_t *msg = zmsg_recv_nowait(t->router);
+        if (!msg)
+            return;
+        zframe_t *identity = zmsg_pop(msg);
+        zframe_t *body = zmsg_pop(msg);
+        sn_msg_decoded_t dm;
+        if (!identity || !body || sn_msg_decode(zframe_data(body), zframe_size(body), &dm)) {
+            count(&t->st.bad_frames, 1);
+        } else {
+            count(&t->st.bytes_received, zframe_size(body));
+            const sn_msg_t *m = &dm.msg;
+            switch (m->type) {
+            case SN_MSG_HEARTBEAT: on_heartbeat(t, m); break;
+            case SN_MSG_REPAIR_REQ: on_repair_req(t, identity, m); break;
+            case SN_MSG_SNAP_REQ: on_snap_req(t, identity, m); break;
+            case SN_MSG_SNAP_CREDIT: on_snap_credit(t, m); break;
+            case SN_MSG_DIGEST_REQ: on_digest_req(t, identity, m); break;
+            case SN_MSG_FETCH_REQ: on_fetch_req(t, identity, m); break;
+            case SN_MSG_ACK: on_ack(t, m); break;
+            default: count(&t->st.bad_frames, 1); break;
+            }
+            sn_msg_release(&dm);
+        }
+        zframe_destroy(&identity);
+        zframe_destroy(&body);
+        zmsg_destroy(&msg);
+    }
+}
+
+static void on_dealer(sn_transport_t *t, peer_t *p)
+{
+    for (int turn = 0; turn < TURN_MSGS; turn++) {
+        zframe_t *body = zframe_recv_nowait(p->dealer);
+        if (!body)
+            return;
+        count(&t->st.bytes_received, zframe_size(body));
+        sn_msg_decoded_t dm;
+        if (sn_msg_decode(zframe_data(body), zframe_size(body), &dm)) {
+            count(&t->st.bad_frames, 1);
+        } else {
+            const sn_msg_t *m = &dm.msg;
+            switch (m->type) {
+            case SN_MSG_REPAIR_REP: on_repair_rep(t, p, m); break;
+            case SN_MSG_SNAP_CHUNK: on_snap_chunk(t, p, m); break;
+            case SN_MSG_DIGEST_REP: on_digest_rep(t, p, m); break;
+            case SN_MSG_FETCH_REP: merge_states(t, m->u.fetch_rep.states, m->u.fetch_rep.n); break;
+            default: count(&t->st.bad_frames, 1); break;
+            }
+            sn_msg_release(&dm);
+        }
+        zframe_destroy(&body);
+    }
+}
+
+static void on_sub(sn_transport_t *t)
+{
+    for (int turn = 0; turn < TURN_MSGS; turn++) {
+        zframe_t *f = zframe_recv_nowait(t->sub);
+        if (!f)
+            return;
+        count(&t->st.bytes_received, zframe_size(f));
+        on_delta_frame(t, zframe_data(f), zframe_size(f), true);
+        zframe_destroy(&f);
+    }
+}
+
+static int bind_sockets(sn_transport_t *t)
+{
+    t->pub = zsock_new(ZMQ_PUB);
+    t->router = zsock_new(ZMQ_ROUTER);
+    t->sub = zsock_new(ZMQ_SUB);
+    if (!t->pub || !t->router || !t->sub)
+        return SN_ENOMEM;
+    zsock_set_linger(t->pub, 0);
+    zsock_set_linger(t->router, 0);
+    zsock_set_linger(t->sub, 0);
+    zsock_set_sndhwm(t->pub, 100000);
+    zsock_set_sndhwm(t->router, 100000);
+    zsock_set_rcvhwm(t->sub, 100000);
+    zsock_set_rcvhwm(t->router, 100000);
+    zsock_set_subscribe(t->sub, "");
+    if (zsock_bind(t->pub, "%s", t->pub_ep) < 0) {
+        tlog(t, SN_LOG_ERROR, "cannot bind %s: %s", t->pub_ep, zmq_strerror(zmq_errno()));
+        return SN_EADDR;
+    }
+    if (zsock_bind(t->router, "%s", t->router_ep) < 0) {
+        tlog(t, SN_LOG_ERROR, "cannot bind %s: %s", t->router_ep, zmq_strerror(zmq_errno()));
+        return SN_EADDR;
+    }
+    for (char **p = t->peer_list; p && *p; p++)
+        peer_add(t, *p);
+    return 0;
+}
+
+static void actor_fn(zsock_t *pipe, void *arg)
+{
+    sn_transport_t *t = arg;
+    /* zactor_new waits for this signal; the outcome travels beside it */
+    t->start_rc = bind_sockets(t);
+    zsock_signal(pipe, 0);
+    if (t->start_rc)
+        goto done;
+    uint64_t now = mono_ms();
+    uint64_t next_hb = now, next_repair = now;
+    if (t->opt.join && t->npeers) {
+        t->join_state = J_WAITING;
+        t->join_started_ms = now;
+    } else {
+        set_ready(t);
+    }
+    bool running = true;
+    while (running) {
+        zmq_pollitem_t items[4 + PEERS_MAX];
+        int n = 0;
+        items[n++] = (zmq_pollitem_t){zsock_resolve(pipe), 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){NULL, t->efd, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){zsock_resolve(t->sub), 0, ZMQ_POLLIN, 0};
+        items[n++] = (zmq_pollitem_t){zsock_resolve(t->router), 0, ZMQ_POLLIN, 0};
+        size_t npeers = t->npeers;
+        for (size_t i = 0; i < npeers; i++)
+            items[n++] = (zmq_pollitem_t){zsock_resolve(t->peers[i].dealer), 0, ZMQ_POLLIN, 0};
+        now = mono_ms();
+        uint64_t next = next_hb < next_repair ? next_hb : next_repair;
+        long timeout = next > now ? (long) (next - now) : 0;
+        bool busy = false;
+        for (size_t i = 0; i < t->nserving; i++)
+            if (t->serving[i].credit)
+                busy = true;
+        if (busy)
+            timeout = 0;
+        if (zmq_poll(items, n, timeout) < 0 && zmq_errno() != EINTR)
+            break;
+        if (items[0].revents & ZMQ_POLLIN) {
+            char *cmd = zstr_recv(pipe);
+            if (!cmd || strcmp(cmd, "$TERM") == 0)
+                running = false;
+            zstr_free(&cmd);
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            publish_local(t);
+        if (items[2].revents & ZMQ_POLLIN)
+            on_sub(t);
+        if (items[3].revents & ZMQ_POLLIN)
+            on_router(t);
+        for (size_t i = 0; i < npeers; i++)
+            if (items[4 + i].revents & ZMQ_POLLIN)
+                on_dealer(t, &t->peers[i]);
+        serve_snapshots(t);
+        now = mono_ms();
+        if (now >= next_hb) {
+            heartbeat(t);
+            join_tick(t, now);
+            sweep_pending(t);
+            next_hb = now + t->opt.heartbeat_ms;
+        }
+        if (now >= next_repair) {
+            if (t->join_state == J_IDLE)
+                request_repairs(t, now);
+            uint32_t step = t->opt.repair_grace_ms / 2;
+            next_repair = now + (step ? step : 1);
+        }
+    }
+done:
+    for (size_t i = 0; i < t->npeers; i++)
+        zsock_destroy(&t->peers[i].dealer);
+    zsock_destroy(&t->pub);
+    zsock_destroy(&t->router);
+    zsock_destroy(&t->sub);
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
+{
+    if (!o || !o->node_id || !o->cluster)
+        return NULL;
+    sn_transport_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->opt = *o;
+    t->efd = -1;
+    if (snprintf(t->cluster, sizeof t->cluster, "%s", o->cluster) >= (int) sizeof t->cluster ||
+        sn_transport_endpoints(o->cluster, t->pub_ep, sizeof t->pub_ep, t->router_ep,
+                               sizeof t->router_ep))
+        goto fail;
+    if (o->name)
+        snprintf(t->name, sizeof t->name, "%s", o->name);
+    else
+        snprintf(t->name, sizeof t->name, "node-%016llx", (unsigned long long) o->node_id);
+    t->opt.name = t->name;
+    t->opt.cluster = t->cluster;
+    size_t np = 0;
+    while (o->peers && o->peers[np])
+        np++;
+    t->peer_list = calloc(np + 1, sizeof *t->peer_list);
+    if (!t->peer_list)
+        goto fail;
+    for (size_t i = 0; i < np; i++)
+        if (!(t->peer_list[i] = strdup(o->peers[i])))
+            goto fail;
+    t->opt.peers = NULL;
+    t->backlog = sn_backlog_new(o->backlog_bytes ? o->backlog_bytes : (64u << 20), 1u << 20);
+    t->tracker = sn_tracker_new();
+    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (!t->backlog || !t->tracker || t->efd < 0)
+        goto fail;
+    pthread_mutex_init(&t->qlock, NULL);
+    pthread_mutex_init(&t->mlock, NULL);
+    pthread_mutex_init(&t->rlock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->rcond, &ca);
+    pthread_condattr_destroy(&ca);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    t->incarnation = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+    t->rng = t->incarnation ^ o->node_id;
+    return t;
+fail:
+    if (t->peer_list)
+        for (size_t i = 0; t->peer_list[i]; i++)
+            free(t->peer_list[i]);
+    free(t->peer_list);
+    sn_backlog_destroy(&t->backlog);
+    sn_tracker_destroy(&t->tracker);
+    if (t->efd >= 0)
+        close(t->efd);
+    free(t);
+    return NULL;
+}
+
+void sn_transport_set_store(sn_transport_t *self, sn_store_t *store)
+{
+    self->store = store;
+}
+
+int sn_transport_start(sn_transport_t *self)
+{
+    if (!self || !self->store)
+        return SN_EINVAL;
+    if (self->actor)
+        return SN_ESTATE;
+    self->actor = zactor_new(actor_fn, self);
+    if (!self->actor)
+        return SN_ENOMEM;
+    if (self->start_rc) {
+        zactor_destroy(&self->actor);
+        return self->start_rc;
+    }
+    return 0;
+}
+
+int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms)
+{
+    if (!self)
+        return SN_EINVAL;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int rc = 0;
+    pthread_mutex_lock(&self->rlock);
+    while (!self->ready && rc == 0)
+        if (pthread_cond_timedwait(&self->rcond, &self->rlock, &deadline) == ETIMEDOUT)
+            rc = self->ready ? 0 : SN_ETIMEDOUT;
+    pthread_mutex_unlock(&self->rlock);
+    return rc;
+}
+
+void sn_transport_destroy(sn_transport_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    sn_transport_t *t = *self_p;
+    zactor_destroy(&t->actor);
+    while (t->qhead) {
+        qitem_t *it = t->qhead;
+        t->qhead = it->next;
+        if (it->waiter)
+            waiter_unref(it->waiter);
+        free(it->body);
+        free(it);
+    }
+    for (size_t i = 0; i < t->npending; i++)
+        waiter_unref(t->pending[i].waiter);
+    free(t->pending);
+    for (size_t i = 0; i < t->nserving; i++) {
+        zframe_destroy(&t->serving[i].identity);
+        free(t->serving[i].cut.dots);
+    }
+    free(t->serving);
+    while (t->jhead) {
+        jbuf_t *j = t->jhead;
+        t->jhead = j->next;
+        free(j);
+    }
+    for (size_t i = 0; t->peer_list && t->peer_list[i]; i++)
+        free(t->peer_list[i]);
+    free(t->peer_list);
+    sn_backlog_destroy(&t->backlog);
+    sn_tracker_destroy(&t->tracker);
+    close(t->efd);
+    pthread_mutex_destroy(&t->qlock);
+    pthread_mutex_destroy(&t->mlock);
+    pthread_mutex_destroy(&t->rlock);
+    pthread_cond_destroy(&t->rcond);
+    free(t);
+    *self_p = NULL;
+}
+
+/* ------------------------------------------------------------ queries */
+
+void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
+{
+#define LOAD(f) s->f = atomic_load_explicit(&t->st.f, memory_order_relaxed)
+    LOAD(deltas_sent);
+    LOAD(deltas_received);
+    LOAD(deltas_dropped);
+    LOAD(duplicates);
+    LOAD(gaps_detected);
+    LOAD(repairs_requested);
+    LOAD(repaired);
+    LOAD(full_fetches);
+    LOAD(resyncs);
+    LOAD(bad_frames);
+    LOAD(queue_overflows);
+    LOAD(acks_timed_out);
+    LOAD(bytes_sent);
+    LOAD(bytes_received);
+    LOAD(snapshot_sessions);
+#undef LOAD
+    uint64_t now = mono_ms();
+    s->peers_alive = 0;
+    pthread_mutex_lock(&t->mlock);
+    for (size_t i = 0; i < t->npeers; i++)
+        if (member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE)
+            s->peers_alive++;
+    pthread_mutex_unlock(&t->mlock);
+}
+
+int sn_transport_members(sn_transport_t *t, sn_member_t *out, size_t max, size_t *count_out)
+{
+    if (!t || (max && !out))
+        return SN_EINVAL;
+    uint64_t now = mono_ms();
+    pthread_mutex_lock(&t->mlock);
+    size_t n = t->npeers;
+    for (size_t i = 0; i < n && i < max; i++) {
+        const peer_t *p = &t->peers[i];
+        sn_member_t *m = &out[i];
+        memset(m, 0, sizeof *m);
+        m->node_id = p->node_id;
+        snprintf(m->name, sizeof m->name, "%s", p->name);
+        snprintf(m->address, sizeof m->address, "%s", p->address);
+        m->state = member_state(t, p, now);
+        m->last_heard_ms = p->last_heard_ms;
+        m->last_pseq = p->last_pseq;
+        m->lag = p->lag;
+    }
+    pthread_mutex_unlock(&t->mlock);
+    if (count_out)
+        *count_out = n;
+    return 0;
+}

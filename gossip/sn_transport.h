@@ -1,0 +1,70 @@
+/*
+ * sn_transport.h - the replication actor: sockets, deltas, gap repair,
+ * snapshots, anti-entropy, acknowledgements.
+ *
+ * Module-private header. One actor thread owns every ZeroMQ socket of a node
+ * (czmq's actor pattern); other threads talk to it through a locked queue
+ * (local deltas, handed over by the store's sink) and read its counters and
+ * member table under a mutex. See sn_transport.c for the protocol.
+ */
+#ifndef SN_TRANSPORT_H_INCLUDED
+#define SN_TRANSPORT_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sessnode.h"
+#include "sn_store.h"
+
+typedef struct sn_transport sn_transport_t;
+
+typedef struct {
+    uint64_t node_id;
+    const char *name;
+    const char *cluster;          /* this node's cluster address */
+    const char *const *peers;     /* NULL-terminated cluster addresses */
+    bool join;
+    uint32_t heartbeat_ms;
+    uint32_t repair_grace_ms;
+    uint32_t join_timeout_ms;
+    size_t backlog_bytes;
+    double drop_rate;             /* test hook */
+    sn_log_fn log;
+    void *log_arg;
+    int log_level;
+} sn_transport_options_t;
+
+/* Creates the transport (nothing runs yet). Strings are copied. */
+sn_transport_t *sn_transport_new(const sn_transport_options_t *options);
+
+/* The store the actor applies to and reads from. Set before start. */
+void sn_transport_set_store(sn_transport_t *self, sn_store_t *store);
+
+/* Starts the actor: binds, connects, then joins if asked. SN_EADDR when an
+ * endpoint cannot be bound or connected. */
+int sn_transport_start(sn_transport_t *self);
+
+void sn_transport_destroy(sn_transport_t **self_p);
+
+/* The store's delta sink (sink_arg = the transport). Encodes and queues;
+ * never blocks on the network. */
+void sn_transport_sink(const sn_delta_t *delta, void *arg);
+
+/* Write concern: between begin and end, the deltas this thread's writes
+ * produce are published asking for acknowledgements; end waits until `acks`
+ * peers applied every one of them, or timeout_ms (SN_ETIMEDOUT). */
+void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks);
+int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms);
+
+int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms);
+
+/* Counters and members, readable from any thread. */
+void sn_transport_stats(sn_transport_t *self, sn_node_stats_t *stats);
+int sn_transport_members(sn_transport_t *self, sn_member_t *out, size_t max, size_t *count);
+
+/* Splits a cluster address into its PUB and ROUTER endpoints. */
+int sn_transport_endpoints(const char *cluster, char *pub, size_t pub_cap, char *router,
+                           size_t router_cap);
+
+#endif

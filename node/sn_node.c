@@ -1,0 +1,296 @@
+/*
+ * sn_node.c - the public node: a session store and its replication actor.
+ *
+ * The store is shared by the caller's threads and the actor: session
+ * operations run in the caller's thread against the store (sharded locks,
+ * no network), and the store hands every local write's delta to the
+ * transport's queue from inside the write. A write that asks for
+ * acknowledgements marks its thread for the transport around the store
+ * call, then waits for the peers' ACKs; reads never wait on anything but a
+ * shard lock.
+ *
+ * A node's id names its writes in every version vector, so two processes
+ * must never share one: unless the configuration sets it (tests do), each
+ * node draws a random id when it is created, and a restarted process is a
+ * new origin to its peers.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sessnode.h"
+#include "sn_store.h"
+#include "sn_transport.h"
+
+struct sn_node {
+    sn_config_t cfg;
+    char *name;
+    char *cluster;
+    char **peers;
+    sn_store_t *store;
+    sn_transport_t *transport;
+    bool started;
+};
+
+SN_EXPORT void sn_config_init(sn_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    cfg->value_max = SN_VALUE_MAX_DEFAULT;
+    cfg->heartbeat_ms = 100;
+    cfg->repair_grace_ms = 20;
+    cfg->join_timeout_ms = 3000;
+    cfg->backlog_bytes = 64u << 20;
+    cfg->write_timeout_ms = 1000;
+    cfg->log_level = SN_LOG_INFO;
+}
+
+static uint64_t random_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof id, 0) != (ssize_t) sizeof id) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            id = ((uint64_t) ts.tv_nsec << 20) ^ (uint64_t) ts.tv_sec ^ (uint64_t) getpid();
+        }
+    }
+    return id;
+}
+
+static void free_strings(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
+{
+    if (!cfg || !cfg->cluster)
+        return NULL;
+    sn_node_t *node = calloc(1, sizeof *node);
+    if (!node)
+        return NULL;
+    node->cfg = *cfg;
+    if (!node->cfg.node_id)
+        node->cfg.node_id = random_id();
+    if (!node->cfg.heartbeat_ms)
+        node->cfg.heartbeat_ms = 100;
+    if (!node->cfg.repair_grace_ms)
+        node->cfg.repair_grace_ms = 20;
+    if (!node->cfg.join_timeout_ms)
+        node->cfg.join_timeout_ms = 3000;
+    if (!node->cfg.write_timeout_ms)
+        node->cfg.write_timeout_ms = 1000;
+    size_t np = 0;
+    while (cfg->peers && cfg->peers[np])
+        np++;
+    node->cluster = strdup(cfg->cluster);
+    node->name = cfg->name ? strdup(cfg->name) : NULL;
+    node->peers = calloc(np + 1, sizeof *node->peers);
+    if (!node->cluster || (cfg->name && !node->name) || !node->peers)
+        goto fail;
+    for (size_t i = 0; i < np; i++)
+        if (!(node->peers[i] = strdup(cfg->peers[i])))
+            goto fail;
+    node->cfg.cluster = node->cluster;
+    node->cfg.name = node->name;
+    node->cfg.peers = (const char *const *) node->peers;
+
+    sn_transport_options_t to = {
+        .node_id = node->cfg.node_id,
+        .name = node->cfg.name,
+        .cluster = node->cfg.cluster,
+        .peers = node->cfg.peers,
+        .join = node->cfg.join != 0,
+        .heartbeat_ms = node->cfg.heartbeat_ms,
+        .repair_grace_ms = node->cfg.repair_grace_ms,
+        .join_timeout_ms = node->cfg.join_timeout_ms,
+        .backlog_bytes = node->cfg.backlog_bytes,
+        .drop_rate = node->cfg.test_drop_rate,
+        .log = node->cfg.log,
+        .log_arg = node->cfg.log_arg,
+        .log_level = node->cfg.log_level,
+    };
+    node->transport = sn_transport_new(&to);
+    if (!node->transport)
+        goto fail;
+    sn_store_options_t so = {
+        .node_id = node->cfg.node_id,
+        .memory_limit = node->cfg.memory_limit,
+        .value_max = node->cfg.value_max,
+        .sink = sn_transport_sink,
+        .sink_arg = node->transport,
+    };
+    node->store = sn_store_new(&so);
+    if (!node->store)
+        goto fail;
+    sn_transport_set_store(node->transport, node->store);
+    return node;
+fail:
+    sn_transport_destroy(&node->transport);
+    free(node->cluster);
+    free(node->name);
+    free_strings(node->peers);
+    free(node);
+    return NULL;
+}
+
+SN_EXPORT int sn_node_start(sn_node_t *node)
+{
+    if (!node)
+        return SN_EINVAL;
+    if (node->started)
+        return SN_ESTATE;
+    int rc = sn_transport_start(node->transport);
+    if (rc == 0)
+        node->started = true;
+    return rc;
+}
+
+SN_EXPORT int sn_node_wait_ready(sn_node_t *node, uint32_t timeout_ms)
+{
+    if (!node)
+        return SN_EINVAL;
+    if (!node->started)
+        return SN_ESTATE;
+    return sn_transport_wait_ready(node->transport, timeout_ms);
+}
+
+SN_EXPORT void sn_node_destroy(sn_node_t **node_p)
+{
+    if (!node_p || !*node_p)
+        return;
+    sn_node_t *node = *node_p;
+    /* the actor first: it applies to the store until it stops */
+    sn_transport_destroy(&node->transport);
+    sn_store_destroy(&node->store);
+    free(node->cluster);
+    free(node->name);
+    free_strings(node->peers);
+    free(node);
+    *node_p = NULL;
+}
+
+SN_EXPORT uint64_t sn_node_id(const sn_node_t *node)
+{
+    return node ? node->cfg.node_id : 0;
+}
+
+/* Runs one store write with the options' write concern around it. */
+#define WITH_CONCERN(node, options, call)                                          \
+    do {                                                                           \
+        uint32_t acks_ = (options) ? (options)->acks : 0;                          \
+        if (acks_)                                                                 \
+            sn_transport_begin_acked((node)->transport, acks_);                    \
+        int rc_ = (call);                                                          \
+        if (acks_) {                                                               \
+            uint32_t to_ = (options)->timeout_ms ? (options)->timeout_ms           \
+                                                 : (node)->cfg.write_timeout_ms;   \
+            int wrc_ = sn_transport_end_acked((node)->transport, to_);             \
+            if (rc_ == 0)                                                          \
+                rc_ = wrc_;                                                        \
+        }                                                                          \
+        return rc_;                                                                \
+    } while (0)
+
+SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
+                             uint32_t max_inactive)
+{
+    if (!node)
+        return SN_EINVAL;
+    return sn_store_create(node->store, id, id_len, max_inactive);
+}
+
+SN_EXPORT int sn_node_put(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                          size_t name_len, const void *value, size_t value_len,
+                          const sn_write_t *options)
+{
+    if (!node)
+        return SN_EINVAL;
+    sn_write_t none = {0};
+    const sn_write_t *o = options ? options : &none;
+    WITH_CONCERN(node, options,
+                 sn_store_put(node->store, id, id_len, name, name_len, value, value_len,
+                              o->flags, o->create != 0, o->max_inactive));
+}
+
+SN_EXPORT int sn_node_get(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                          size_t name_len, void *buf, size_t cap, size_t *value_len,
+                          uint32_t *flags)
+{
+    if (!node)
+        return SN_EINVAL;
+    return sn_store_get(node->store, id, id_len, name, name_len, buf, cap, value_len, flags);
+}
+
+SN_EXPORT int sn_node_remove(sn_node_t *node, const void *id, size_t id_len, const void *name,
+                             size_t name_len, const sn_write_t *options)
+{
+    if (!node)
+        return SN_EINVAL;
+    WITH_CONCERN(node, options, sn_store_remove(node->store, id, id_len, name, name_len));
+}
+
+SN_EXPORT int sn_node_destroy_session(sn_node_t *node, const void *id, size_t id_len,
+                                      const sn_write_t *options)
+{
+    if (!node)
+        return SN_EINVAL;
+    WITH_CONCERN(node, options, sn_store_destroy_session(node->store, id, id_len));
+}
+
+SN_EXPORT int sn_node_touch(sn_node_t *node, const void *id, size_t id_len,
+                            int64_t max_inactive)
+{
+    if (!node)
+        return SN_EINVAL;
+    return sn_store_touch(node->store, id, id_len, max_inactive);
+}
+
+SN_EXPORT int sn_node_exists(sn_node_t *node, const void *id, size_t id_len)
+{
+    if (!node)
+        return SN_EINVAL;
+    if (!sn_id_valid(id, id_len))
+        return SN_EBADID;
+    return sn_store_exists(node->store, id, id_len) ? 1 : 0;
+}
+
+SN_EXPORT int sn_node_digest(sn_node_t *node, const void *id, size_t id_len, uint64_t *digest)
+{
+    if (!node)
+        return SN_EINVAL;
+    return sn_store_digest(node->store, id, id_len, digest);
+}
+
+SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats)
+{
+    if (!stats)
+        return;
+    memset(stats, 0, sizeof *stats);
+    if (!node)
+        return;
+    sn_transport_stats(node->transport, stats);
+    sn_store_stats_t ss;
+    sn_store_stats(node->store, &ss);
+    stats->sessions = ss.sessions;
+    stats->tombstones = ss.tombstones;
+    stats->bytes = ss.bytes;
+    stats->evictions = ss.evictions;
+    stats->expired = ss.expired;
+    stats->writes = ss.writes;
+}
+
+SN_EXPORT int sn_node_members(sn_node_t *node, sn_member_t *out, size_t max, size_t *count)
+{
+    if (!node)
+        return SN_EINVAL;
+    return sn_transport_members(node->transport, out, max, count);
+}

@@ -1,0 +1,389 @@
+/*
+ * test_cluster.c - several nodes in one process, replicating over inproc://.
+ *
+ * Each test builds a small cluster (every node lists the others as peers),
+ * writes through the public API and waits, with a bound, for the other nodes
+ * to agree. Nodes replicate through the same actor, frames and repair paths
+ * as between processes; only the transport is in memory.
+ */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdbool.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sessnode.h"
+
+#define MAX_NODES 5
+#define WAIT_MS 10000
+
+static int g_cluster_no;
+
+typedef struct {
+    int n;
+    sn_node_t *node[MAX_NODES];
+    char addr[MAX_NODES][64];
+} cluster_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long) (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void quiet_log(int level, const char *msg, void *arg)
+{
+    (void) arg;
+    if (level <= SN_LOG_WARN || getenv("SN_TEST_LOG"))
+        fprintf(stderr, "  [%d] %s\n", level, msg);
+}
+
+static void node_config(cluster_t *c, int i, sn_config_t *cfg, const char **peers)
+{
+    sn_config_init(cfg);
+    cfg->node_id = (uint64_t) (g_cluster_no * 16 + i + 1);
+    cfg->cluster = c->addr[i];
+    int k = 0;
+    for (int j = 0; j < c->n; j++)
+        if (j != i)
+            peers[k++] = c->addr[j];
+    peers[k] = NULL;
+    cfg->peers = peers;
+    cfg->heartbeat_ms = 20;
+    cfg->repair_grace_ms = 10;
+    cfg->join_timeout_ms = 200;
+    cfg->log = quiet_log;
+}
+
+static void start_node(cluster_t *c, int i, const sn_config_t *cfg)
+{
+    c->node[i] = sn_node_new(cfg);
+    assert_non_null(c->node[i]);
+    assert_int_equal(sn_node_start(c->node[i]), 0);
+    assert_int_equal(sn_node_wait_ready(c->node[i], WAIT_MS), 0);
+}
+
+/* n nodes; `drop` is the fraction of received deltas each node drops. */
+static void cluster_start(cluster_t *c, int n, double drop)
+{
+    memset(c, 0, sizeof *c);
+    c->n = n;
+    g_cluster_no++;
+    for (int i = 0; i < n; i++)
+        snprintf(c->addr[i], sizeof c->addr[i], "inproc://cluster%d-node%d", g_cluster_no, i);
+    for (int i = 0; i < n; i++) {
+        sn_config_t cfg;
+        const char *peers[MAX_NODES + 1];
+        node_config(c, i, &cfg, peers);
+        cfg.test_drop_rate = drop;
+        start_node(c, i, &cfg);
+    }
+}
+
+static void cluster_stop(cluster_t *c)
+{
+    for (int i = 0; i < c->n; i++)
+        sn_node_destroy(&c->node[i]);
+}
+
+/* Waits until every node in `c` has heard every other one. */
+static void wait_connected(cluster_t *c)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        bool all = true;
+        for (int i = 0; i < c->n; i++) {
+            if (!c->node[i])
+                continue;
+            sn_node_stats_t st;
+            sn_node_stats(c->node[i], &st);
+            int live = 0;
+            for (int j = 0; j < c->n; j++)
+                live += j != i && c->node[j];
+            if (st.peers_alive < (uint64_t) live)
+                all = false;
+        }
+        if (all)
+            return;
+        assert_true(now_ms() < deadline);
+        sleep_ms(5);
+    }
+}
+
+static int get_s(sn_node_t *node, const char *id, const char *name, char *buf, size_t cap)
+{
+    size_t len = 0;
+    int rc = sn_node_get(node, id, strlen(id), name, strlen(name), buf, cap - 1, &len, NULL);
+    buf[rc == 0 ? len : 0] = 0;
+    return rc;
+}
+
+static int put_s(sn_node_t *node, const char *id, const char *name, const char *value)
+{
+    sn_write_t w = {.create = 1, .max_inactive = 3600};
+    return sn_node_put(node, id, strlen(id), name, strlen(name), value, strlen(value), &w);
+}
+
+/* Waits until `id`.`name` reads `want` on node (NULL: until it is gone). */
+static void wait_value(sn_node_t *node, const char *id, const char *name, const char *want)
+{
+    uint64_t deadline = now_ms() + WAIT_MS;
+    char buf[256];
+    for (;;) {
+        int rc = get_s(node, id, name, buf, sizeof buf);
+        if (want ? rc == 0 && strcmp(buf, want) == 0 : rc == SN_ENOTFOUND)
+            return;
+        if (now_ms() >= deadline)
+            fail_msg("%s.%s: wanted %s, have %s (%s)", id, name, want ? want : "(gone)",
+                     rc == 0 ? buf : "-", sn_strerror(rc));
+        sleep_ms(2);
+    }
+}
+
+/* Waits until every node holds the same digest for each of `n` ids. */
+static void wait_same_digests(cluster_t *c, int n, const char *fmt)
+{
+    uint64_t deadline = now_ms() + 6 * WAIT_MS;
+    char id[64];
+    for (int k = 0; k < n; k++) {
+        snprintf(id, sizeof id, fmt, k);
+        for (;;) {
+            uint64_t d0 = 0, d = 0;
+            int first = -1;
+            bool same = true;
+            for (int i = 0; i < c->n && same; i++) {
+                if (!c->node[i])
+                    continue;
+                int rc = sn_node_digest(c->node[i], id, strlen(id), &d);
+                if (rc) {
+                    same = false;
+                } else if (first < 0) {
+                    first = i;
+                    d0 = d;
+                } else if (d != d0) {
+                    same = false;
+                }
+            }
+            if (same)
+                break;
+            if (now_ms() >= deadline)
+                fail_msg("session %s still differs between nodes", id);
+            sleep_ms(5);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- tests */
+
+static void test_a_write_on_any_node_is_readable_on_all(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    for (int w = 0; w < c.n; w++) {
+        char id[32], value[32];
+        snprintf(id, sizeof id, "sess:%d", w);
+        snprintf(value, sizeof value, "written on %d", w);
+        assert_int_equal(put_s(c.node[w], id, "user", value), 0);
+        for (int r = 0; r < c.n; r++)
+            wait_value(c.node[r], id, "user", value);
+    }
+    cluster_stop(&c);
+}
+
+static void test_deletes_and_attribute_removals_propagate(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    assert_int_equal(put_s(c.node[0], "sess:a", "user", "alice"), 0);
+    assert_int_equal(put_s(c.node[0], "sess:a", "cart", "2 books"), 0);
+    for (int r = 0; r < c.n; r++)
+        wait_value(c.node[r], "sess:a", "cart", "2 books");
+    assert_int_equal(sn_node_remove(c.node[1], "sess:a", 6, "cart", 4, NULL), 0);
+    for (int r = 0; r < c.n; r++)
+        wait_value(c.node[r], "sess:a", "cart", NULL);
+    assert_int_equal(sn_node_destroy_session(c.node[2], "sess:a", 6, NULL), 0);
+    for (int r = 0; r < c.n; r++) {
+        wait_value(c.node[r], "sess:a", "user", NULL);
+        assert_int_equal(sn_node_exists(c.node[r], "sess:a", 6), 0);
+    }
+    cluster_stop(&c);
+}
+
+static void test_a_node_lost_without_warning_leaves_every_session_served(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    char id[32];
+    for (int k = 0; k < 200; k++) {
+        snprintf(id, sizeof id, "sess:%d", k);
+        assert_int_equal(put_s(c.node[k % 3], id, "user", id), 0);
+    }
+    wait_same_digests(&c, 200, "sess:%d");
+    sn_node_destroy(&c.node[0]);
+    char buf[64];
+    for (int k = 0; k < 200; k++) {
+        snprintf(id, sizeof id, "sess:%d", k);
+        for (int r = 1; r < c.n; r++) {
+            assert_int_equal(get_s(c.node[r], id, "user", buf, sizeof buf), 0);
+            assert_string_equal(buf, id);
+        }
+    }
+    /* and the survivors go on replicating */
+    assert_int_equal(put_s(c.node[1], "sess:after", "user", "bob"), 0);
+    wait_value(c.node[2], "sess:after", "user", "bob");
+    cluster_stop(&c);
+}
+
+static void test_nodes_converge_when_a_tenth_of_deltas_are_dropped(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0.10);
+    wait_connected(&c);
+    char id[32], value[32];
+    for (int k = 0; k < 2000; k++) {
+        snprintf(id, sizeof id, "drop:%d", k % 300);
+        snprintf(value, sizeof value, "v%d", k);
+        assert_int_equal(put_s(c.node[k % 3], id, k % 2 ? "a" : "b", value), 0);
+        if (k % 97 == 0)
+            sn_node_destroy_session(c.node[(k + 1) % 3], id, strlen(id), NULL);
+    }
+    wait_same_digests(&c, 300, "drop:%d");
+    sn_node_stats_t st;
+    uint64_t dropped = 0, repaired = 0, fetched = 0;
+    for (int i = 0; i < c.n; i++) {
+        sn_node_stats(c.node[i], &st);
+        dropped += st.deltas_dropped;
+        repaired += st.repaired;
+        fetched += st.full_fetches;
+    }
+    print_message("dropped %llu deltas, repaired %llu from backlogs, fetched %llu sessions\n",
+                  (unsigned long long) dropped, (unsigned long long) repaired,
+                  (unsigned long long) fetched);
+    assert_true(dropped > 0);
+    assert_true(repaired + fetched > 0);
+    cluster_stop(&c);
+}
+
+static void test_a_joining_node_ends_with_the_same_sessions(void **state)
+{
+    (void) state;
+    const int sessions = 100000;
+    cluster_t c;
+    cluster_start(&c, 2, 0);
+    wait_connected(&c);
+    char id[32], value[64];
+    for (int k = 0; k < sessions; k++) {
+        snprintf(id, sizeof id, "join:%d", k);
+        snprintf(value, sizeof value, "value of session %d", k);
+        assert_int_equal(put_s(c.node[k % 2], id, "data", value), 0);
+    }
+    /* the donor holds every session before the join starts, so the
+     * snapshot alone must bring them all */
+    wait_same_digests(&c, sessions, "join:%d");
+    /* a third node joins while writes go on */
+    c.n = 3;
+    snprintf(c.addr[2], sizeof c.addr[2], "inproc://cluster%d-node2", g_cluster_no);
+    sn_config_t cfg;
+    const char *peers[MAX_NODES + 1];
+    node_config(&c, 2, &cfg, peers);
+    cfg.join = 1;
+    cfg.join_timeout_ms = WAIT_MS;
+    c.node[2] = sn_node_new(&cfg);
+    assert_non_null(c.node[2]);
+    uint64_t t0 = now_ms();
+    assert_int_equal(sn_node_start(c.node[2]), 0);
+    for (int k = 0; k < 1000; k++) {
+        snprintf(id, sizeof id, "join:%d", k);
+        assert_int_equal(put_s(c.node[k % 2], id, "during", "join"), 0);
+    }
+    assert_int_equal(sn_node_wait_ready(c.node[2], 6 * WAIT_MS), 0);
+    uint64_t t1 = now_ms();
+    sn_node_stats_t st;
+    sn_node_stats(c.node[2], &st);
+    print_message("joined %llu sessions in %llu ms\n", (unsigned long long) st.snapshot_sessions,
+                  (unsigned long long) (t1 - t0));
+    assert_true(st.snapshot_sessions >= (uint64_t) sessions);
+    wait_same_digests(&c, sessions, "join:%d");
+    cluster_stop(&c);
+}
+
+static void test_a_write_with_two_acks_returns_when_two_peers_hold_it(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    for (int k = 0; k < 50; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "acked:%d", k);
+        sn_write_t w = {.create = 1, .acks = 2, .timeout_ms = WAIT_MS};
+        assert_int_equal(sn_node_put(c.node[0], id, strlen(id), "user", 4, "carol", 5, &w), 0);
+        /* no waiting: both peers must hold it already */
+        assert_int_equal(sn_node_exists(c.node[1], id, strlen(id)), 1);
+        assert_int_equal(sn_node_exists(c.node[2], id, strlen(id)), 1);
+    }
+    /* more acks than peers: a clear timeout, the write itself stays */
+    sn_write_t w = {.create = 1, .acks = 3, .timeout_ms = 200};
+    assert_int_equal(sn_node_put(c.node[0], "acked:x", 7, "user", 4, "dave", 4, &w),
+                     SN_ETIMEDOUT);
+    assert_int_equal(sn_node_exists(c.node[0], "acked:x", 7), 1);
+    cluster_stop(&c);
+}
+
+static void test_configuration_errors_are_reported(void **state)
+{
+    (void) state;
+    sn_config_t cfg;
+    sn_config_init(&cfg);
+    assert_null(sn_node_new(&cfg));             /* no cluster address */
+    cfg.cluster = "udp://nowhere";
+    assert_null(sn_node_new(&cfg));             /* unknown transport */
+    cfg.cluster = "inproc://config-errors";
+    sn_node_t *a = sn_node_new(&cfg);
+    assert_non_null(a);
+    assert_int_equal(sn_node_wait_ready(a, 10), SN_ESTATE);
+    assert_int_equal(sn_node_start(a), 0);
+    assert_int_equal(sn_node_start(a), SN_ESTATE);
+    sn_node_t *b = sn_node_new(&cfg);           /* same address */
+    assert_non_null(b);
+    assert_int_equal(sn_node_start(b), SN_EADDR);
+    sn_node_destroy(&b);
+    sn_node_destroy(&a);
+    assert_null(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_configuration_errors_are_reported),
+        cmocka_unit_test(test_a_write_on_any_node_is_readable_on_all),
+        cmocka_unit_test(test_deletes_and_attribute_removals_propagate),
+        cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
+        cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
+        cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
+        cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
