@@ -173,6 +173,14 @@ struct sn_transport {
     jbuf_t *jhead, *jtail;
     size_t jbytes;
     uint64_t rng;
+    uint64_t next_antientropy_ms;
+    struct fetch_ack {
+        uint64_t origin, pseq;
+        uint64_t at_ms;
+        uint32_t id_len;
+        uint8_t id[SN_ID_MAX];
+    } fetch_acks[64];           /* ACKs owed once a fetched session arrives */
+    size_t nfetch_acks;
 };
 
 static _Thread_local struct {
@@ -602,6 +610,15 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     int rc = sn_store_apply(t->store, &d.delta);
     if (rc == SN_APPLY_NEED_FULL) {
         fetch_session(t, origin, d.delta.id, d.delta.id_len);
+        if ((flags & SN_MSG_F_ACK) && t->nfetch_acks < sizeof t->fetch_acks / sizeof *t->fetch_acks) {
+            /* the writer waits: acknowledge once the session is here */
+            struct fetch_ack *fa = &t->fetch_acks[t->nfetch_acks++];
+            fa->origin = origin;
+            fa->pseq = pseq;
+            fa->at_ms = mono_ms();
+            fa->id_len = d.delta.id_len;
+            memcpy(fa->id, d.delta.id, d.delta.id_len);
+        }
     } else if (rc < 0) {
         count(&t->st.bad_frames, 1);
         tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
@@ -848,6 +865,24 @@ static uint32_t merge_states(sn_transport_t *t, const sn_msg_blob_t *states, uin
         sn_wire_state_release(&ws);
     }
     return merged;
+}
+
+static void on_fetch_rep(sn_transport_t *t, const sn_msg_t *m)
+{
+    merge_states(t, m->u.fetch_rep.states, m->u.fetch_rep.n);
+    for (size_t i = 0; i < t->nfetch_acks;) {
+        struct fetch_ack *fa = &t->fetch_acks[i];
+        uint64_t digest;
+        bool here = sn_store_digest(t->store, fa->id, fa->id_len, &digest) == 0;
+        if (here || mono_ms() - fa->at_ms > 10000) {
+            /* past 10 s the writer has given up waiting anyway */
+            if (here)
+                send_ack(t, fa->origin, fa->pseq);
+            t->fetch_acks[i] = t->fetch_acks[--t->nfetch_acks];
+        } else {
+            i++;
+        }
+    }
 }
 
 /* ------------------------------------------------------------ repair */
@@ -1160,7 +1195,7 @@ static void on_dealer(sn_transport_t *t, peer_t *p)
             case SN_MSG_REPAIR_REP: on_repair_rep(t, p, m); break;
             case SN_MSG_SNAP_CHUNK: on_snap_chunk(t, p, m); break;
             case SN_MSG_DIGEST_REP: on_digest_rep(t, p, m); break;
-            case SN_MSG_FETCH_REP: merge_states(t, m->u.fetch_rep.states, m->u.fetch_rep.n); break;
+            case SN_MSG_FETCH_REP: on_fetch_rep(t, m); break;
             default: count(&t->st.bad_frames, 1); break;
             }
             sn_msg_release(&dm);
@@ -1264,6 +1299,13 @@ static void actor_fn(zsock_t *pipe, void *arg)
                 on_dealer(t, &t->peers[i]);
         serve_snapshots(t);
         now = mono_ms();
+        if (t->opt.antientropy_ms && now >= t->next_antientropy_ms && t->join_state == J_IDLE) {
+            /* a slow, complete comparison with one peer: heals whatever
+             * the fast paths missed (a local queue overflow, say) */
+            if (t->next_antientropy_ms)
+                start_resync(t, any_live_peer(t, now));
+            t->next_antientropy_ms = now + t->opt.antientropy_ms;
+        }
         if (now >= next_hb) {
             heartbeat(t);
             join_tick(t, now);

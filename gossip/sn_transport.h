@@ -28,6 +28,7 @@ typedef struct {
     uint32_t heartbeat_ms;
     uint32_t repair_grace_ms;
     uint32_t join_timeout_ms;
+    uint32_t antientropy_ms;      /* 0: no periodic anti-entropy */
     size_t backlog_bytes;
     double drop_rate;             /* test hook */
     sn_log_fn log;

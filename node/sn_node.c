@@ -45,6 +45,7 @@ SN_EXPORT void sn_config_init(sn_config_t *cfg)
     cfg->heartbeat_ms = 100;
     cfg->repair_grace_ms = 20;
     cfg->join_timeout_ms = 3000;
+    cfg->antientropy_ms = 60000;
     cfg->backlog_bytes = 64u << 20;
     cfg->write_timeout_ms = 1000;
     cfg->log_level = SN_LOG_INFO;
@@ -112,6 +113,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .heartbeat_ms = node->cfg.heartbeat_ms,
         .repair_grace_ms = node->cfg.repair_grace_ms,
         .join_timeout_ms = node->cfg.join_timeout_ms,
+        .antientropy_ms = node->cfg.antientropy_ms,
         .backlog_bytes = node->cfg.backlog_bytes,
         .drop_rate = node->cfg.test_drop_rate,
         .log = node->cfg.log,

@@ -134,6 +134,8 @@ typedef struct {
     uint32_t heartbeat_ms;      /* default 100 */
     uint32_t repair_grace_ms;   /* a gap older than this is repaired; default 20 */
     uint32_t join_timeout_ms;   /* join waits this long for a peer; default 3000 */
+    uint32_t antientropy_ms;    /* compare all sessions with a random peer this often;
+                                   default 60000; 0 = only when repair needs it */
     size_t backlog_bytes;       /* resend buffer; default 64 MiB */
     uint32_t write_timeout_ms;  /* default wait for acknowledgements; default 1000 */
     sn_log_fn log;              /* NULL: the library prints nothing */

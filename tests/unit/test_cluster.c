@@ -352,6 +352,28 @@ static void test_a_write_with_two_acks_returns_when_two_peers_hold_it(void **sta
     cluster_stop(&c);
 }
 
+static void test_acknowledged_writes_complete_through_repairs_when_deltas_drop(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0.20);
+    wait_connected(&c);
+    for (int k = 0; k < 100; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "lossy:%d", k % 10);
+        sn_write_t w = {.create = 1, .acks = 2, .timeout_ms = WAIT_MS};
+        assert_int_equal(sn_node_put(c.node[k % 3], id, strlen(id), "n", 1, id, strlen(id), &w), 0);
+    }
+    sn_node_stats_t st;
+    uint64_t dropped = 0;
+    for (int i = 0; i < c.n; i++) {
+        sn_node_stats(c.node[i], &st);
+        dropped += st.deltas_dropped;
+    }
+    assert_true(dropped > 0);
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -383,6 +405,7 @@ int main(void)
         cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
         cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
         cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
+        cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
