@@ -86,6 +86,7 @@ typedef struct qitem {
     struct qitem *next;
     uint8_t *body;              /* sn_wire delta */
     size_t len;
+    uint64_t dot;               /* the delta's store dot; 0 for a touch */
     waiter_t *waiter;
 } qitem_t;
 
@@ -109,6 +110,9 @@ typedef struct {
     bool subscribed;
     bool resyncing;             /* an anti-entropy round with it is running */
     uint64_t resync_cursor;
+    uint64_t ann_pseq, ann_dots;  /* its last heartbeat: dots <= ann_dots are in pseqs <= ann_pseq */
+    uint64_t applied_dots;      /* we hold every dot of it up to this */
+    sn_vv_t their_applied;      /* what it says it holds of every origin */
 } peer_t;
 
 typedef struct {
@@ -174,6 +178,13 @@ struct sn_transport {
     size_t jbytes;
     uint64_t rng;
     uint64_t next_antientropy_ms;
+    uint64_t last_fetch_ms;     /* fetches in flight hold back the applied vector */
+    uint64_t dots_done;         /* every own dot up to this is published */
+    uint64_t *dots_ahead;       /* own dots published out of order, sorted */
+    size_t ndots_ahead, cap_dots_ahead;
+    sn_vv_t gc_stable;          /* the stable vector of the pass running or last run */
+    uint32_t gc_shard;          /* next shard of the pass; == shards when idle */
+    uint64_t next_gc_ms;
     struct fetch_ack {
         uint64_t origin, pseq;
         uint64_t at_ms;
@@ -372,6 +383,8 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
 {
     sn_transport_t *t = arg;
     qitem_t *it = calloc(1, sizeof *it);
+    if (it)
+        it->dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
     if (!it || sn_wire_encode_delta(delta, &it->body, &it->len)) {
         free(it);
         count(&t->st.queue_overflows, 1);
@@ -458,6 +471,42 @@ int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
 
 /* ------------------------------------------------------------ publishing */
 
+/* Writer threads take dots before they queue, so dots can be published out
+ * of order; dots_done is the prefix that is complete, which is what peers
+ * may count on when they collect tombstones. */
+static void dot_published(sn_transport_t *t, uint64_t dot)
+{
+    if (dot == 0 || dot <= t->dots_done)
+        return;
+    if (dot == t->dots_done + 1) {
+        t->dots_done = dot;
+        size_t k = 0;
+        while (k < t->ndots_ahead && t->dots_ahead[k] == t->dots_done + 1)
+            t->dots_done = t->dots_ahead[k++];
+        if (k) {
+            memmove(t->dots_ahead, t->dots_ahead + k,
+                    (t->ndots_ahead - k) * sizeof *t->dots_ahead);
+            t->ndots_ahead -= k;
+        }
+        return;
+    }
+    if (t->ndots_ahead == t->cap_dots_ahead) {
+        size_t cap = t->cap_dots_ahead ? 2 * t->cap_dots_ahead : 64;
+        uint64_t *a = realloc(t->dots_ahead, cap * sizeof *a);
+        if (!a)
+            return;  /* the prefix stalls: collection waits, nothing breaks */
+        t->dots_ahead = a;
+        t->cap_dots_ahead = cap;
+    }
+    size_t i = t->ndots_ahead;
+    while (i > 0 && t->dots_ahead[i - 1] > dot) {
+        t->dots_ahead[i] = t->dots_ahead[i - 1];
+        i--;
+    }
+    t->dots_ahead[i] = dot;
+    t->ndots_ahead++;
+}
+
 static void publish_local(sn_transport_t *t)
 {
     uint64_t drained;
@@ -489,6 +538,7 @@ static void publish_local(sn_transport_t *t)
             free(buf);
             count(&t->st.deltas_sent, 1);
         }
+        dot_published(t, it->dot);
         pthread_mutex_lock(&t->qlock);
         if (it->waiter) {
             if (it->waiter->abandoned) {
@@ -571,6 +621,7 @@ static void fetch_session(sn_transport_t *t, uint64_t origin, const uint8_t *id,
         p = any_live_peer(t, mono_ms());
     if (!p)
         return;
+    t->last_fetch_ms = mono_ms();
     sn_msg_blob_t blob = {.bytes = id, .len = id_len};
     sn_msg_t m = {.type = SN_MSG_FETCH_REQ};
     m.u.fetch_req.n = 1;
@@ -667,6 +718,7 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
         tlog(t, SN_LOG_INFO, "peer %s restarted as %016llx", p->address,
              (unsigned long long) m->sender);
         sn_tracker_forget(t->tracker, p->node_id);
+        p->ann_pseq = p->ann_dots = p->applied_dots = 0;
     }
     if (!p->last_heard_ms)
         tlog(t, SN_LOG_INFO, "peer %s is alive (%016llx)", p->address,
@@ -675,6 +727,16 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
     p->incarnation = m->u.heartbeat.incarnation;
     p->last_heard_ms = mono_ms();
     p->last_pseq = m->u.heartbeat.last_pseq;
+    p->ann_pseq = m->u.heartbeat.last_pseq;
+    p->ann_dots = m->u.heartbeat.dots_done;
+    const sn_vv_t *ta = &m->u.heartbeat.applied;
+    sn_dot_t *copy = ta->n ? malloc(ta->n * sizeof *copy) : NULL;
+    if (copy || !ta->n) {
+        if (ta->n)
+            memcpy(copy, ta->dots, ta->n * sizeof *copy);
+        free(p->their_applied.dots);
+        p->their_applied = (sn_vv_t){ta->n, copy};
+    }
     uint64_t have = sn_tracker_contiguous(t->tracker, m->sender);
     p->lag = p->last_pseq > have ? p->last_pseq - have : 0;
     uint32_t nl = m->u.heartbeat.name_len < sizeof p->name - 1 ? m->u.heartbeat.name_len
@@ -814,6 +876,7 @@ static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
             want[n++] = *e;
     }
     if (n) {
+        t->last_fetch_ms = mono_ms();
         sn_msg_t r = {.type = SN_MSG_FETCH_REQ};
         r.u.fetch_req.n = n;
         r.u.fetch_req.ids = want;
@@ -1132,12 +1195,79 @@ static void join_tick(sn_transport_t *t, uint64_t now)
 
 /* ------------------------------------------------------------ the loop */
 
+/* What this node holds of every origin, in store dots: its own published
+ * prefix, and for each peer the dots covered by an announcement whose
+ * publish sequences have all arrived. While fetches or anti-entropy are in
+ * flight, received sequences may not be applied yet, so it stands still. */
+static void applied_vector(sn_transport_t *t, uint64_t now, sn_vv_t *out)
+{
+    bool settling = now - t->last_fetch_ms < 2000;
+    for (size_t i = 0; i < t->npeers; i++)
+        settling |= t->peers[i].resyncing;
+    out->n = 0;
+    cut_add(out, t->opt.node_id, t->dots_done);
+    for (size_t i = 0; i < t->npeers; i++) {
+        peer_t *p = &t->peers[i];
+        if (!p->node_id)
+            continue;
+        if (!settling && t->join_state == J_IDLE && p->ann_dots > p->applied_dots &&
+            sn_tracker_contiguous(t->tracker, p->node_id) >= p->ann_pseq)
+            p->applied_dots = p->ann_dots;
+        cut_add(out, p->node_id, p->applied_dots);
+    }
+}
+
+/* The stable vector: per origin, the least every live member holds. A
+ * member that has not reported an origin holds none of it. */
+static void stable_vector(sn_transport_t *t, uint64_t now, const sn_vv_t *mine, sn_vv_t *out)
+{
+    out->n = 0;
+    for (uint32_t k = 0; k < mine->n; k++) {
+        uint64_t least = mine->dots[k].counter;
+        for (size_t i = 0; i < t->npeers && least; i++) {
+            const peer_t *p = &t->peers[i];
+            if (member_state(t, p, now) == SN_MEMBER_DEAD)
+                continue;
+            least = sn_vv_get(&p->their_applied, mine->dots[k].node) < least
+                        ? sn_vv_get(&p->their_applied, mine->dots[k].node) : least;
+        }
+        if (least)
+            out->dots[out->n++] = (sn_dot_t){mine->dots[k].node, least};
+    }
+}
+
+static void gc_tick(sn_transport_t *t, uint64_t now, const sn_vv_t *mine)
+{
+    if (t->gc_shard < sn_store_shards(t->store) || now < t->next_gc_ms)
+        return;
+    t->next_gc_ms = now + 10u * t->opt.heartbeat_ms;
+    sn_dot_t dots[PEERS_MAX + 1];
+    sn_vv_t stable = {0, dots};
+    stable_vector(t, now, mine, &stable);
+    if (!stable.n || (stable.n == t->gc_stable.n &&
+                      !memcmp(stable.dots, t->gc_stable.dots, stable.n * sizeof(sn_dot_t))))
+        return;
+    sn_dot_t *copy = malloc(stable.n * sizeof *copy);
+    if (!copy)
+        return;
+    memcpy(copy, stable.dots, stable.n * sizeof *copy);
+    free(t->gc_stable.dots);
+    t->gc_stable = (sn_vv_t){stable.n, copy};
+    t->gc_shard = 0;  /* a pass starts: one shard per loop turn */
+}
+
 static void heartbeat(sn_transport_t *t)
 {
+    uint64_t now = mono_ms();
+    sn_dot_t dots[PEERS_MAX + 1];
+    sn_vv_t applied = {0, dots};
+    applied_vector(t, now, &applied);
+    gc_tick(t, now, &applied);
     sn_msg_t m = {.type = SN_MSG_HEARTBEAT};
     m.u.heartbeat.incarnation = t->incarnation;
     m.u.heartbeat.last_pseq = t->pseq;
-    m.u.heartbeat.dots_done = sn_store_seq(t->store);
+    m.u.heartbeat.dots_done = t->dots_done;
+    m.u.heartbeat.applied = applied;
     m.u.heartbeat.endpoint = (const uint8_t *) t->cluster;
     m.u.heartbeat.endpoint_len = (uint32_t) strlen(t->cluster);
     m.u.heartbeat.name = (const uint8_t *) t->name;
@@ -1278,7 +1408,7 @@ static void actor_fn(zsock_t *pipe, void *arg)
         for (size_t i = 0; i < t->nserving; i++)
             if (t->serving[i].credit)
                 busy = true;
-        if (busy)
+        if (busy || t->gc_shard < sn_store_shards(t->store))
             timeout = 0;
         if (zmq_poll(items, n, timeout) < 0 && zmq_errno() != EINTR)
             break;
@@ -1298,6 +1428,8 @@ static void actor_fn(zsock_t *pipe, void *arg)
             if (items[4 + i].revents & ZMQ_POLLIN)
                 on_dealer(t, &t->peers[i]);
         serve_snapshots(t);
+        if (t->gc_shard < sn_store_shards(t->store))
+            sn_store_gc_step(t->store, &t->gc_stable, &t->gc_shard);
         now = mono_ms();
         if (t->opt.antientropy_ms && now >= t->next_antientropy_ms && t->join_state == J_IDLE) {
             /* a slow, complete comparison with one peer: heals whatever
@@ -1375,6 +1507,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     clock_gettime(CLOCK_REALTIME, &ts);
     t->incarnation = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
     t->rng = t->incarnation ^ o->node_id;
+    t->gc_shard = UINT32_MAX;  /* no collection pass running */
     return t;
 fail:
     if (t->peer_list)
@@ -1461,6 +1594,10 @@ void sn_transport_destroy(sn_transport_t **self_p)
     for (size_t i = 0; t->peer_list && t->peer_list[i]; i++)
         free(t->peer_list[i]);
     free(t->peer_list);
+    for (size_t i = 0; i < t->npeers; i++)
+        free(t->peers[i].their_applied.dots);
+    free(t->dots_ahead);
+    free(t->gc_stable.dots);
     sn_backlog_destroy(&t->backlog);
     sn_tracker_destroy(&t->tracker);
     close(t->efd);

@@ -1780,55 +1780,76 @@ size_t sn_store_expire(sn_store_t *self)
     return removed;
 }
 
+/* Collects one shard with the stable vector `known`. */
+static size_t gc_shard(sn_store_t *self, shard_t *sh, const sn_vv_t *known)
+{
+    size_t removed = 0;
+    pthread_mutex_lock(&sh->lock);
+    for (uint32_t b = 0; b <= sh->mask; b++) {
+        sn_entry_t **pp = &sh->buckets[b];
+        while (*pp) {
+            sn_entry_t *e = *pp;
+            sn_state_t st;
+            if (body_decode(self, e, &st, 0)) {
+                pp = &e->next;
+                continue;
+            }
+            bool covered = sn_vv_leq(&st.vv, known);
+            bool dv_gone = st.dv.n && sn_vv_leq(&st.dv, known);
+            if (!e->alive && (covered || dv_gone)) {
+                state_free(&st);
+                unlink_entry(self, sh, pp);
+                sh->stats.gc_removed++;
+                removed++;
+                continue;
+            }
+            uint32_t n = st.nattrs;
+            if (covered) {
+                n = 0;
+                for (uint32_t i = 0; i < st.nattrs; i++)
+                    if (!st.attrs[i].removed)
+                        st.attrs[n++] = st.attrs[i];
+            }
+            if (n != st.nattrs) {
+                st.nattrs = n;
+                /* replaces *pp in place; the chain stays intact */
+                store_state(self, sh, pp,
+                            (uint32_t) hash64(e->data, e->id_len, self->opt.hash_seed), e->data,
+                            e->id_len, &st);
+            }
+            state_free(&st);
+            pp = &(*pp)->next;
+        }
+    }
+    pthread_mutex_unlock(&sh->lock);
+    return removed;
+}
+
+size_t sn_store_gc_step(sn_store_t *self, const sn_vv_t *stable, uint32_t *shard)
+{
+    if (!self || !stable || !shard || !sn_vv_valid(stable) || *shard >= self->opt.shards)
+        return 0;
+    if (*shard == 0)
+        gc_learn(self, stable);
+    sn_vv_t known = gc_copy(self);
+    size_t removed = gc_shard(self, &self->shards[*shard], &known);
+    (*shard)++;
+    free(known.dots);
+    return removed;
+}
+
 size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable)
 {
-    if (!self || !stable || !sn_vv_valid(stable))
-        return 0;
-    gc_learn(self, stable);
-    sn_vv_t known = gc_copy(self);
-
     size_t removed = 0;
-    for (uint32_t s = 0; s < self->opt.shards; s++) {
-        shard_t *sh = &self->shards[s];
-        pthread_mutex_lock(&sh->lock);
-        for (uint32_t b = 0; b <= sh->mask; b++) {
-            sn_entry_t **pp = &sh->buckets[b];
-            while (*pp) {
-                sn_entry_t *e = *pp;
-                sn_state_t st;
-                if (body_decode(self, e, &st, 0)) {
-                    pp = &e->next;
-                    continue;
-                }
-                bool covered = sn_vv_leq(&st.vv, &known);
-                bool dv_gone = st.dv.n && sn_vv_leq(&st.dv, &known);
-                if (!e->alive && (covered || dv_gone)) {
-                    state_free(&st);
-                    unlink_entry(self, sh, pp);
-                    sh->stats.gc_removed++;
-                    removed++;
-                    continue;
-                }
-                uint32_t n = st.nattrs;
-                if (covered) {
-                    n = 0;
-                    for (uint32_t i = 0; i < st.nattrs; i++)
-                        if (!st.attrs[i].removed)
-                            st.attrs[n++] = st.attrs[i];
-                }
-                if (n != st.nattrs) {
-                    st.nattrs = n;
-                    /* replaces *pp in place; the chain stays intact */
-                    store_state(self, sh, pp, (uint32_t) hash64(e->data, e->id_len, self->opt.hash_seed),
-                                e->data, e->id_len, &st);
-                }
-                state_free(&st);
-                pp = &(*pp)->next;
-            }
-        }
-        pthread_mutex_unlock(&sh->lock);
+    uint32_t shard = 0;
+    if (!self)
+        return 0;
+    while (shard < self->opt.shards) {
+        uint32_t before = shard;
+        removed += sn_store_gc_step(self, stable, &shard);
+        if (shard == before)
+            break;  /* refused: invalid vector */
     }
-    free(known.dots);
     return removed;
 }
 
@@ -1858,6 +1879,11 @@ void sn_store_stats(sn_store_t *self, sn_store_stats_t *out)
         out->full_errors += c->full_errors;
         pthread_mutex_unlock(&sh->lock);
     }
+}
+
+uint32_t sn_store_shards(const sn_store_t *self)
+{
+    return self ? self->opt.shards : 0;
 }
 
 uint64_t sn_store_seq(sn_store_t *self)

@@ -233,6 +233,12 @@ size_t sn_store_expire(sn_store_t *self);
  * tombstones removed. */
 size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable);
 
+/* The same, one shard per call, for callers that must not hold the CPU for
+ * a whole pass: start with *shard = 0 and call until *shard equals the
+ * shard count (sn_store_shards). Returns the tombstones removed. */
+size_t sn_store_gc_step(sn_store_t *self, const sn_vv_t *stable, uint32_t *shard);
+uint32_t sn_store_shards(const sn_store_t *self);
+
 void sn_store_stats(sn_store_t *self, sn_store_stats_t *stats);
 
 /* This node's latest sequence number (the last dot it took). */

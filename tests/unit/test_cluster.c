@@ -374,6 +374,46 @@ static void test_acknowledged_writes_complete_through_repairs_when_deltas_drop(v
     cluster_stop(&c);
 }
 
+static void test_tombstones_are_collected_once_every_node_has_them(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    char id[32];
+    for (int k = 0; k < 100; k++) {
+        snprintf(id, sizeof id, "gc:%d", k);
+        assert_int_equal(put_s(c.node[k % 3], id, "user", id), 0);
+    }
+    wait_same_digests(&c, 100, "gc:%d");
+    for (int k = 0; k < 100; k += 2) {
+        snprintf(id, sizeof id, "gc:%d", k);
+        assert_int_equal(sn_node_destroy_session(c.node[(k / 2) % 3], id, strlen(id), NULL), 0);
+    }
+    uint64_t deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        uint64_t tombstones = 0, sessions = 0;
+        for (int i = 0; i < c.n; i++) {
+            sn_node_stats_t st;
+            sn_node_stats(c.node[i], &st);
+            tombstones += st.tombstones;
+            sessions += st.sessions;
+        }
+        if (tombstones == 0 && sessions == 3 * 50)
+            break;
+        if (now_ms() >= deadline)
+            fail_msg("%llu tombstones and %llu sessions left", (unsigned long long) tombstones,
+                     (unsigned long long) sessions);
+        sleep_ms(20);
+    }
+    /* collected sessions stay gone, and a new login with an old id works */
+    assert_int_equal(sn_node_exists(c.node[1], "gc:0", 4), 0);
+    assert_int_equal(put_s(c.node[2], "gc:0", "user", "again"), 0);
+    for (int r = 0; r < c.n; r++)
+        wait_value(c.node[r], "gc:0", "user", "again");
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -405,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
         cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
         cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
+        cmocka_unit_test(test_tombstones_are_collected_once_every_node_has_them),
         cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),
     };
