@@ -63,7 +63,10 @@ for exe in consumer_shared consumer_static consumer_pkgconfig; do
         echo "FAIL $exe: version is not $version"; echo "$out"; fail=1; continue
     fi
     links_so=no
-    if ldd "$path" | grep -qF "$libdir/libsessnode.so"; then links_so=yes; fi
+    # ldd's whole output first: with pipefail, grep -q closing the pipe
+    # early would make ldd die of SIGPIPE and the test fail at random.
+    deps=$(ldd "$path")
+    if [[ $deps == *"$libdir/libsessnode.so"* ]]; then links_so=yes; fi
     case $exe:$links_so in
         consumer_static:yes) echo "FAIL $exe: loads libsessnode.so"; fail=1; continue ;;
         consumer_static:no) ;;
