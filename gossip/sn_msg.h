@@ -95,12 +95,13 @@ typedef struct {
         struct {
             uint64_t incarnation;    /* changes each time the sender restarts */
             uint64_t last_pseq;      /* the sender's last publish sequence */
-            uint64_t dots_done;      /* the sender's store sequence (sn_store_seq): its last dot */
-            const uint8_t *endpoint; /* where the sender's ROUTER listens, 0..255 bytes */
+            uint64_t dots_done;      /* every store dot of the sender up to this is in a
+                                        publish sequence up to last_pseq */
+            const uint8_t *endpoint; /* the sender's cluster address, 0..255 bytes */
             uint32_t endpoint_len;
             const uint8_t *name;     /* the sender's human-readable name, 0..255 bytes */
             uint32_t name_len;
-            sn_vv_t applied;         /* per origin: the publish sequence applied up to */
+            sn_vv_t applied;         /* per origin: the store dots the sender holds, up to */
         } heartbeat;
         /* SN_MSG_REPAIR_REQ */
         struct {
@@ -125,7 +126,8 @@ typedef struct {
             uint64_t snap_id;        /* as in the request */
             uint64_t chunk;          /* 0, 1, 2, ... within the transfer */
             bool last;               /* this chunk ends the transfer */
-            sn_vv_t cut;             /* the donor's applied vector at the end; empty unless last */
+            sn_vv_t cut;             /* per origin, the publish sequence the donor had fully
+                                        applied when the snapshot began; empty unless last */
             uint32_t n;              /* states, <= SN_MSG_ITEMS_MAX */
             sn_msg_blob_t *states;   /* bytes = sn_wire state; digest 0; NULL when n == 0 */
         } snap_chunk;
