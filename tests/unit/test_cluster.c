@@ -414,6 +414,33 @@ static void test_tombstones_are_collected_once_every_node_has_them(void **state)
     cluster_stop(&c);
 }
 
+static void test_a_session_expires_on_every_node(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    sn_write_t w = {.create = 1, .max_inactive = 1};
+    uint64_t t0 = now_ms();
+    assert_int_equal(sn_node_put(c.node[0], "short", 5, "user", 4, "eve", 3, &w), 0);
+    assert_int_equal(put_s(c.node[0], "long", "user", "frank"), 0);
+    for (int r = 0; r < c.n; r++)
+        wait_value(c.node[r], "long", "user", "frank");
+    /* max_inactive runs from the last access, on every node; polled with
+     * exists, which is not an access */
+    uint64_t deadline = now_ms() + WAIT_MS;
+    for (int r = 0; r < c.n; r++) {
+        while (sn_node_exists(c.node[r], "short", 5) == 1) {
+            assert_true(now_ms() < deadline);
+            sleep_ms(10);
+        }
+    }
+    assert_true(now_ms() - t0 >= 950);  /* not before its time */
+    for (int r = 0; r < c.n; r++)
+        wait_value(c.node[r], "long", "user", "frank");
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -442,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_configuration_errors_are_reported),
         cmocka_unit_test(test_a_write_on_any_node_is_readable_on_all),
         cmocka_unit_test(test_deletes_and_attribute_removals_propagate),
+        cmocka_unit_test(test_a_session_expires_on_every_node),
         cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
         cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
         cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
