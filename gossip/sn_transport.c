@@ -1217,16 +1217,20 @@ static void applied_vector(sn_transport_t *t, uint64_t now, sn_vv_t *out)
     }
 }
 
-/* The stable vector: per origin, the least every live member holds. A
- * member that has not reported an origin holds none of it. */
-static void stable_vector(sn_transport_t *t, uint64_t now, const sn_vv_t *mine, sn_vv_t *out)
+/* The stable vector: per origin, the least every member holds. A member
+ * that has not reported an origin holds none of it. A silent member still
+ * counts: it may come back with what it held, and a tombstone collected
+ * without it could let its stale updates resurrect a session. Collection
+ * waits for it until it is removed from the cluster (a node that restarts
+ * comes back under a new id and replaces its old entry). */
+static void stable_vector(sn_transport_t *t, const sn_vv_t *mine, sn_vv_t *out)
 {
     out->n = 0;
     for (uint32_t k = 0; k < mine->n; k++) {
         uint64_t least = mine->dots[k].counter;
         for (size_t i = 0; i < t->npeers && least; i++) {
             const peer_t *p = &t->peers[i];
-            if (member_state(t, p, now) == SN_MEMBER_DEAD)
+            if (!p->node_id)
                 continue;
             least = sn_vv_get(&p->their_applied, mine->dots[k].node) < least
                         ? sn_vv_get(&p->their_applied, mine->dots[k].node) : least;
@@ -1243,7 +1247,7 @@ static void gc_tick(sn_transport_t *t, uint64_t now, const sn_vv_t *mine)
     t->next_gc_ms = now + 10u * t->opt.heartbeat_ms;
     sn_dot_t dots[PEERS_MAX + 1];
     sn_vv_t stable = {0, dots};
-    stable_vector(t, now, mine, &stable);
+    stable_vector(t, mine, &stable);
     if (!stable.n || (stable.n == t->gc_stable.n &&
                       !memcmp(stable.dots, t->gc_stable.dots, stable.n * sizeof(sn_dot_t))))
         return;
