@@ -70,6 +70,9 @@
 #define JOIN_BUFFER_MAX (128u << 20)
 #define TURN_WRITES 4096            /* local deltas published per loop turn */
 #define TURN_MSGS 1024              /* frames read per socket per loop turn */
+#define PARKED_MAX 8192             /* deltas waiting for an earlier one */
+#define PARKED_BYTES (32u << 20)
+#define PARK_MS 1000                /* then the session is fetched whole */
 
 /* ------------------------------------------------------------ types */
 
@@ -109,6 +112,8 @@ typedef struct {
     uint64_t lag;               /* announced but not yet received */
     bool subscribed;
     bool resyncing;             /* an anti-entropy round with it is running */
+    bool resync_again;          /* another full round must follow this one */
+    uint64_t resync_ms;         /* when the round last made progress */
     uint64_t resync_cursor;
     uint64_t ann_pseq, ann_dots;  /* its last heartbeat: dots <= ann_dots are in pseqs <= ann_pseq */
     uint64_t applied_dots;      /* we hold every dot of it up to this */
@@ -124,6 +129,17 @@ typedef struct {
     sn_vv_t cut;
     bool done;
 } snap_serve_t;
+
+/* A delta that needs an update the receiver has not got yet, while an
+ * earlier publish sequence of its origin is missing: the repair of that
+ * gap most likely brings the update, so the delta waits for it instead of
+ * fetching the whole session at once. */
+typedef struct {
+    uint64_t origin, pseq, at_ms;
+    uint32_t flags;
+    uint32_t len;
+    uint8_t *body;
+} parked_t;
 
 typedef struct jbuf {
     struct jbuf *next;
@@ -178,6 +194,9 @@ struct sn_transport {
     size_t jbytes;
     uint64_t rng;
     uint64_t next_antientropy_ms;
+    bool resync_wanted;         /* a fetch found nobody to ask */
+    parked_t *parked;
+    size_t nparked, parked_bytes;
     uint64_t last_fetch_ms;     /* fetches in flight hold back the applied vector */
     uint64_t dots_done;         /* every own dot up to this is published */
     uint64_t *dots_ahead;       /* own dots published out of order, sorted */
@@ -353,20 +372,25 @@ static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
     if (!p->last_heard_ms)
         return SN_MEMBER_DEAD;
     uint64_t quiet = now - p->last_heard_ms;
-    if (quiet <= 5u * t->opt.heartbeat_ms)
+    if (quiet <= 10u * t->opt.heartbeat_ms)
         return SN_MEMBER_ALIVE;
     if (quiet <= 30u * t->opt.heartbeat_ms)
         return SN_MEMBER_SUSPECT;
     return SN_MEMBER_DEAD;
 }
 
+/* A random alive peer, else a random suspect one, else NULL. */
 static peer_t *any_live_peer(sn_transport_t *t, uint64_t now)
 {
-    size_t live[PEERS_MAX], n = 0;
-    for (size_t i = 0; i < t->npeers; i++)
-        if (member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE)
-            live[n++] = i;
-    return n ? &t->peers[live[rnd(t) % n]] : NULL;
+    for (int want = SN_MEMBER_ALIVE; want <= SN_MEMBER_SUSPECT; want++) {
+        size_t live[PEERS_MAX], n = 0;
+        for (size_t i = 0; i < t->npeers; i++)
+            if (member_state(t, &t->peers[i], now) == want)
+                live[n++] = i;
+        if (n)
+            return &t->peers[live[rnd(t) % n]];
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------------------ writer side */
@@ -616,11 +640,15 @@ static void sweep_pending(sn_transport_t *t)
 
 static void fetch_session(sn_transport_t *t, uint64_t origin, const uint8_t *id, uint32_t id_len)
 {
+    /* the origin holds its own writes; a dead one's live on in the others.
+     * With nobody to ask, anti-entropy will bring the session later. */
     peer_t *p = peer_by_id(t, origin);
     if (!p || member_state(t, p, mono_ms()) == SN_MEMBER_DEAD)
         p = any_live_peer(t, mono_ms());
-    if (!p)
+    if (!p) {
+        t->resync_wanted = true;
         return;
+    }
     t->last_fetch_ms = mono_ms();
     sn_msg_blob_t blob = {.bytes = id, .len = id_len};
     sn_msg_t m = {.type = SN_MSG_FETCH_REQ};
@@ -641,6 +669,77 @@ static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq)
     send_msg(t, p->dealer, NULL, &m);
 }
 
+/* The writer waits: acknowledge once the fetched session is here. */
+static void owe_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, const uint8_t *id,
+                    uint32_t id_len)
+{
+    if (t->nfetch_acks == sizeof t->fetch_acks / sizeof *t->fetch_acks)
+        return;  /* the writer will see a timeout, not a wrong answer */
+    struct fetch_ack *fa = &t->fetch_acks[t->nfetch_acks++];
+    fa->origin = origin;
+    fa->pseq = pseq;
+    fa->at_ms = mono_ms();
+    fa->id_len = id_len;
+    memcpy(fa->id, id, id_len);
+}
+
+static bool park(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
+                 const uint8_t *body, uint32_t len)
+{
+    if (sn_tracker_contiguous(t->tracker, origin) >= pseq || t->nparked == PARKED_MAX ||
+        t->parked_bytes + len > PARKED_BYTES)
+        return false;
+    if (!t->parked && !(t->parked = calloc(PARKED_MAX, sizeof *t->parked)))
+        return false;
+    uint8_t *copy = malloc(len);
+    if (!copy)
+        return false;
+    memcpy(copy, body, len);
+    t->parked[t->nparked++] = (parked_t){origin, pseq, mono_ms(), flags, len, copy};
+    t->parked_bytes += len;
+    return true;
+}
+
+/* Retries, in arrival order, the parked deltas whose origin has no gap
+ * before them any more, or that waited long enough. */
+static void retry_parked(sn_transport_t *t, uint64_t now)
+{
+    size_t kept = 0, n = t->nparked;
+    parked_t *ready = NULL;
+    size_t nready = 0;
+    for (size_t i = 0; i < n; i++) {
+        parked_t *p = &t->parked[i];
+        if (sn_tracker_contiguous(t->tracker, p->origin) >= p->pseq || now - p->at_ms >= PARK_MS) {
+            if (!ready && !(ready = malloc(n * sizeof *ready))) {
+                t->parked[kept++] = *p;
+                continue;
+            }
+            ready[nready++] = *p;
+            t->parked_bytes -= p->len;
+        } else {
+            t->parked[kept++] = *p;
+        }
+    }
+    t->nparked = kept;
+    for (size_t i = 0; i < nready; i++) {
+        parked_t *p = &ready[i];
+        sn_wire_delta_t d;
+        if (sn_wire_decode_delta(p->body, p->len, &d) == 0) {
+            int rc = sn_store_apply(t->store, &d.delta);
+            if (rc == SN_APPLY_NEED_FULL) {
+                fetch_session(t, p->origin, d.delta.id, d.delta.id_len);
+                if (p->flags & SN_MSG_F_ACK)
+                    owe_ack(t, p->origin, p->pseq, d.delta.id, d.delta.id_len);
+            } else if (rc >= 0 && (p->flags & SN_MSG_F_ACK)) {
+                send_ack(t, p->origin, p->pseq);
+            }
+            sn_wire_delta_release(&d);
+        }
+        free(p->body);
+    }
+    free(ready);
+}
+
 /* Applies one delta frame's content: origin, pseq, flags, sn_wire body. */
 static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
                         const uint8_t *body, uint32_t body_len)
@@ -659,17 +758,14 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     }
     count(&t->st.deltas_received, 1);
     int rc = sn_store_apply(t->store, &d.delta);
+    if (rc == SN_APPLY_NEED_FULL && park(t, origin, pseq, flags, body, body_len)) {
+        sn_wire_delta_release(&d);
+        return;
+    }
     if (rc == SN_APPLY_NEED_FULL) {
         fetch_session(t, origin, d.delta.id, d.delta.id_len);
-        if ((flags & SN_MSG_F_ACK) && t->nfetch_acks < sizeof t->fetch_acks / sizeof *t->fetch_acks) {
-            /* the writer waits: acknowledge once the session is here */
-            struct fetch_ack *fa = &t->fetch_acks[t->nfetch_acks++];
-            fa->origin = origin;
-            fa->pseq = pseq;
-            fa->at_ms = mono_ms();
-            fa->id_len = d.delta.id_len;
-            memcpy(fa->id, d.delta.id, d.delta.id_len);
-        }
+        if (flags & SN_MSG_F_ACK)
+            owe_ack(t, origin, pseq, d.delta.id, d.delta.id_len);
     } else if (rc < 0) {
         count(&t->st.bad_frames, 1);
         tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
@@ -778,16 +874,24 @@ static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bo
 
 static void resync_step(sn_transport_t *t, peer_t *p)
 {
+    p->resync_ms = mono_ms();
     sn_msg_t m = {.type = SN_MSG_DIGEST_REQ};
     m.u.digest_req.cursor = p->resync_cursor;
     m.u.digest_req.max = DIGEST_BATCH;
     send_msg(t, p->dealer, NULL, &m);
 }
 
+/* A round that is already running may have passed the sessions a new
+ * reason to compare concerns, so it is followed by a whole new round. */
 static void start_resync(sn_transport_t *t, peer_t *p)
 {
-    if (!p || p->resyncing)
+    if (!p)
         return;
+    if (p->resyncing && mono_ms() - p->resync_ms < 5000) {
+        p->resync_again = true;
+        return;
+    }
+    /* (a round silent for 5 s lost its peer: start over) */
     p->resyncing = true;
     p->resync_cursor = 0;
     count(&t->st.resyncs, 1);
@@ -883,7 +987,12 @@ static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
         send_msg(t, p->dealer, NULL, &r);
         count(&t->st.full_fetches, n);
     }
-    if (m->u.digest_rep.done) {
+    if (m->u.digest_rep.done && p->resync_again) {
+        p->resync_again = false;
+        p->resync_cursor = 0;
+        count(&t->st.resyncs, 1);
+        resync_step(t, p);
+    } else if (m->u.digest_rep.done) {
         p->resyncing = false;
         tlog(t, SN_LOG_INFO, "anti-entropy with %s done", p->address);
     } else {
@@ -1018,6 +1127,8 @@ static void on_repair_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
         count(&t->st.repaired, 1);
         apply_delta(t, origin, e->pseq, e->flags, e->body, e->body_len);
     }
+    if (t->nparked)
+        retry_parked(t, mono_ms());
 }
 
 static void request_repairs(sn_transport_t *t, uint64_t now)
@@ -1031,9 +1142,13 @@ static void request_repairs(sn_transport_t *t, uint64_t now)
         count(&t->st.gaps_detected, 1);
         peer_t *p = peer_by_id(t, gaps[i].origin);
         if (!p || member_state(t, p, now) == SN_MEMBER_DEAD) {
-            /* the origin is gone: its writes live on in the others */
-            sn_tracker_skip(t->tracker, gaps[i].origin, gaps[i].from, gaps[i].to);
-            start_resync(t, any_live_peer(t, now));
+            /* the origin is gone: its writes live on in the others. The gap
+             * is given up only once someone is there to compare with. */
+            peer_t *other = any_live_peer(t, now);
+            if (other) {
+                sn_tracker_skip(t->tracker, gaps[i].origin, gaps[i].from, gaps[i].to);
+                start_resync(t, other);
+            }
             continue;
         }
         sn_msg_t m = {.type = SN_MSG_REPAIR_REQ};
@@ -1197,11 +1312,12 @@ static void join_tick(sn_transport_t *t, uint64_t now)
 
 /* What this node holds of every origin, in store dots: its own published
  * prefix, and for each peer the dots covered by an announcement whose
- * publish sequences have all arrived. While fetches or anti-entropy are in
- * flight, received sequences may not be applied yet, so it stands still. */
+ * publish sequences have all arrived. While fetches, parked deltas or
+ * anti-entropy are in flight, received sequences may not be applied yet,
+ * so it stands still. */
 static void applied_vector(sn_transport_t *t, uint64_t now, sn_vv_t *out)
 {
-    bool settling = now - t->last_fetch_ms < 2000;
+    bool settling = now - t->last_fetch_ms < 2000 || t->nparked > 0;
     for (size_t i = 0; i < t->npeers; i++)
         settling |= t->peers[i].resyncing;
     out->n = 0;
@@ -1435,6 +1551,13 @@ static void actor_fn(zsock_t *pipe, void *arg)
         if (t->gc_shard < sn_store_shards(t->store))
             sn_store_gc_step(t->store, &t->gc_stable, &t->gc_shard);
         now = mono_ms();
+        if (t->resync_wanted && t->join_state == J_IDLE) {
+            peer_t *p = any_live_peer(t, now);
+            if (p) {
+                start_resync(t, p);
+                t->resync_wanted = false;
+            }
+        }
         if (t->opt.antientropy_ms && now >= t->next_antientropy_ms && t->join_state == J_IDLE) {
             /* a slow, complete comparison with one peer: heals whatever
              * the fast paths missed (a local queue overflow, say) */
@@ -1449,8 +1572,11 @@ static void actor_fn(zsock_t *pipe, void *arg)
             next_hb = now + t->opt.heartbeat_ms;
         }
         if (now >= next_repair) {
-            if (t->join_state == J_IDLE)
+            if (t->join_state == J_IDLE) {
                 request_repairs(t, now);
+                if (t->nparked)
+                    retry_parked(t, now);
+            }
             uint32_t step = t->opt.repair_grace_ms / 2;
             next_repair = now + (step ? step : 1);
         }
@@ -1602,6 +1728,9 @@ void sn_transport_destroy(sn_transport_t **self_p)
         free(t->peers[i].their_applied.dots);
     free(t->dots_ahead);
     free(t->gc_stable.dots);
+    for (size_t i = 0; i < t->nparked; i++)
+        free(t->parked[i].body);
+    free(t->parked);
     sn_backlog_destroy(&t->backlog);
     sn_tracker_destroy(&t->tracker);
     close(t->efd);

@@ -180,6 +180,13 @@ SN_EXPORT void sn_node_destroy(sn_node_t **node_p)
     *node_p = NULL;
 }
 
+/* Not exported: tests that link the library's objects inspect the store. */
+sn_store_t *sn_node_store(sn_node_t *node);
+sn_store_t *sn_node_store(sn_node_t *node)
+{
+    return node ? node->store : NULL;
+}
+
 SN_EXPORT uint64_t sn_node_id(const sn_node_t *node)
 {
     return node ? node->cfg.node_id : 0;

@@ -72,6 +72,7 @@ typedef struct {
     uint32_t mask;               /* buckets - 1 */
     uint64_t count;              /* entries */
     uint64_t tombstones;
+    bool removed_attrs;          /* some session may hold removed-attribute records */
     uint64_t bytes;              /* accounted: entries + bucket array */
     uint64_t rng;
     sn_store_stats_t stats;      /* per-shard counters, summed on demand */
@@ -816,6 +817,8 @@ static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_
     e->alive = st->has_meta;
     memcpy(e->data, id, id_len);
     body_encode(&self->nodes, st, e->data + id_len);
+    for (uint32_t i = 0; i < st->nattrs && !sh->removed_attrs; i++)
+        sh->removed_attrs = st->attrs[i].removed;
     *slot = e;
     if (old) {
         if (old->alive)
@@ -1780,16 +1783,29 @@ size_t sn_store_expire(sn_store_t *self)
     return removed;
 }
 
-/* Collects one shard with the stable vector `known`. */
+/* Collects one shard with the stable vector `known`. Alive sessions are
+ * decoded only in a shard that may hold removed-attribute records, so a
+ * pass over a store without tombstones or removals costs a walk of the
+ * chains, not a decode of every session. */
 static size_t gc_shard(sn_store_t *self, shard_t *sh, const sn_vv_t *known)
 {
     size_t removed = 0;
     pthread_mutex_lock(&sh->lock);
+    if (!sh->tombstones && !sh->removed_attrs) {
+        pthread_mutex_unlock(&sh->lock);
+        return 0;
+    }
+    bool scan_alive = sh->removed_attrs;
+    bool removals_left = false;
     for (uint32_t b = 0; b <= sh->mask; b++) {
         sn_entry_t **pp = &sh->buckets[b];
         while (*pp) {
             sn_entry_t *e = *pp;
             sn_state_t st;
+            if (e->alive && !scan_alive) {
+                pp = &e->next;
+                continue;
+            }
             if (body_decode(self, e, &st, 0)) {
                 pp = &e->next;
                 continue;
@@ -1810,6 +1826,8 @@ static size_t gc_shard(sn_store_t *self, shard_t *sh, const sn_vv_t *known)
                     if (!st.attrs[i].removed)
                         st.attrs[n++] = st.attrs[i];
             }
+            for (uint32_t i = 0; i < n && !removals_left; i++)
+                removals_left = st.attrs[i].removed;
             if (n != st.nattrs) {
                 st.nattrs = n;
                 /* replaces *pp in place; the chain stays intact */
@@ -1821,6 +1839,8 @@ static size_t gc_shard(sn_store_t *self, shard_t *sh, const sn_vv_t *known)
             pp = &(*pp)->next;
         }
     }
+    if (scan_alive)
+        sh->removed_attrs = removals_left;
     pthread_mutex_unlock(&sh->lock);
     return removed;
 }

@@ -21,6 +21,9 @@
 #include <cmocka.h>
 
 #include "sessnode.h"
+#include "sn_store.h"
+
+sn_store_t *sn_node_store(sn_node_t *node);
 
 #define MAX_NODES 5
 #define WAIT_MS 10000
@@ -155,7 +158,48 @@ static void wait_value(sn_node_t *node, const char *id, const char *name, const 
     }
 }
 
-/* Waits until every node holds the same digest for each of `n` ids. */
+static void dump_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    (void) arg;
+    fprintf(stderr, "    %.*s vv[", (int) id_len, id);
+    for (uint32_t i = 0; i < st->vv.n; i++)
+        fprintf(stderr, " %llu:%llu", (unsigned long long) st->vv.dots[i].node,
+                (unsigned long long) st->vv.dots[i].counter);
+    fprintf(stderr, " ] dv[");
+    for (uint32_t i = 0; i < st->dv.n; i++)
+        fprintf(stderr, " %llu:%llu", (unsigned long long) st->dv.dots[i].node,
+                (unsigned long long) st->dv.dots[i].counter);
+    fprintf(stderr, " ] meta %d stamp %llx/%llu\n", st->has_meta,
+            (unsigned long long) st->meta_stamp, (unsigned long long) st->meta_origin);
+    for (uint32_t i = 0; i < st->nattrs; i++)
+        fprintf(stderr, "      %.*s = %s%.*s stamp %llx origin %llu\n", (int) st->attrs[i].name_len,
+                st->attrs[i].name, st->attrs[i].removed ? "(removed)" : "",
+                (int) st->attrs[i].value_len, st->attrs[i].value ? (const char *) st->attrs[i].value : "",
+                (unsigned long long) st->attrs[i].stamp, (unsigned long long) st->attrs[i].origin);
+}
+
+/* What every node holds of `id`, for a failure report. */
+static void dump_session(cluster_t *c, const char *id)
+{
+    for (int i = 0; i < c->n; i++) {
+        if (!c->node[i])
+            continue;
+        sn_node_stats_t st;
+        sn_node_stats(c->node[i], &st);
+        fprintf(stderr, "  node %d: sent %llu received %llu dropped %llu dup %llu gaps %llu "
+                "repair requests %llu repaired %llu fetches %llu resyncs %llu bad %llu\n", i,
+                (unsigned long long) st.deltas_sent, (unsigned long long) st.deltas_received,
+                (unsigned long long) st.deltas_dropped, (unsigned long long) st.duplicates,
+                (unsigned long long) st.gaps_detected, (unsigned long long) st.repairs_requested,
+                (unsigned long long) st.repaired, (unsigned long long) st.full_fetches,
+                (unsigned long long) st.resyncs, (unsigned long long) st.bad_frames);
+        if (sn_store_export(sn_node_store(c->node[i]), id, strlen(id), dump_cb, NULL))
+            fprintf(stderr, "    (nothing)\n");
+    }
+}
+
+/* Waits until every node holds the same digest for each of `n` ids (or
+ * none holds it at all). */
 static void wait_same_digests(cluster_t *c, int n, const char *fmt)
 {
     uint64_t deadline = now_ms() + 6 * WAIT_MS;
@@ -170,7 +214,9 @@ static void wait_same_digests(cluster_t *c, int n, const char *fmt)
                 if (!c->node[i])
                     continue;
                 int rc = sn_node_digest(c->node[i], id, strlen(id), &d);
-                if (rc) {
+                if (rc == SN_ENOTFOUND)
+                    d = 0;  /* destroyed and collected: absent is a state too */
+                if (rc && rc != SN_ENOTFOUND) {
                     same = false;
                 } else if (first < 0) {
                     first = i;
@@ -181,8 +227,10 @@ static void wait_same_digests(cluster_t *c, int n, const char *fmt)
             }
             if (same)
                 break;
-            if (now_ms() >= deadline)
+            if (now_ms() >= deadline) {
+                dump_session(c, id);
                 fail_msg("session %s still differs between nodes", id);
+            }
             sleep_ms(5);
         }
     }
