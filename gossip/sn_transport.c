@@ -658,6 +658,12 @@ static void fetch_session(sn_transport_t *t, uint64_t origin, const uint8_t *id,
     count(&t->st.full_fetches, 1);
 }
 
+static void changed(sn_transport_t *t, const uint8_t *id, uint32_t id_len)
+{
+    if (t->opt.on_change)
+        t->opt.on_change(id, id_len, t->opt.on_change_arg);
+}
+
 static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq)
 {
     peer_t *p = peer_by_id(t, origin);
@@ -726,6 +732,8 @@ static void retry_parked(sn_transport_t *t, uint64_t now)
         sn_wire_delta_t d;
         if (sn_wire_decode_delta(p->body, p->len, &d) == 0) {
             int rc = sn_store_apply(t->store, &d.delta);
+            if (rc == SN_APPLY_APPLIED)
+                changed(t, d.delta.id, d.delta.id_len);
             if (rc == SN_APPLY_NEED_FULL) {
                 fetch_session(t, p->origin, d.delta.id, d.delta.id_len);
                 if (p->flags & SN_MSG_F_ACK)
@@ -758,6 +766,8 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     }
     count(&t->st.deltas_received, 1);
     int rc = sn_store_apply(t->store, &d.delta);
+    if (rc == SN_APPLY_APPLIED)
+        changed(t, d.delta.id, d.delta.id_len);
     if (rc == SN_APPLY_NEED_FULL && park(t, origin, pseq, flags, body, body_len)) {
         sn_wire_delta_release(&d);
         return;
@@ -1028,6 +1038,8 @@ static uint32_t merge_states(sn_transport_t *t, const sn_msg_blob_t *states, uin
             continue;
         }
         int rc = sn_store_merge(t->store, ws.id, ws.id_len, &ws.state);
+        if (rc == SN_APPLY_APPLIED)
+            changed(t, ws.id, ws.id_len);
         if (rc < 0) {
             count(&t->st.bad_frames, 1);
             tlog(t, SN_LOG_WARN, "state refused: %s", sn_strerror(rc));

@@ -31,6 +31,8 @@ typedef struct {
     uint32_t antientropy_ms;      /* 0: no periodic anti-entropy */
     size_t backlog_bytes;
     double drop_rate;             /* test hook */
+    sn_change_fn on_change;
+    void *on_change_arg;
     sn_log_fn log;
     void *log_arg;
     int log_level;

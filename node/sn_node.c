@@ -116,6 +116,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .antientropy_ms = node->cfg.antientropy_ms,
         .backlog_bytes = node->cfg.backlog_bytes,
         .drop_rate = node->cfg.test_drop_rate,
+        .on_change = node->cfg.on_change,
+        .on_change_arg = node->cfg.on_change_arg,
         .log = node->cfg.log,
         .log_arg = node->cfg.log_arg,
         .log_level = node->cfg.log_level,

@@ -123,6 +123,12 @@ enum { SN_LOG_ERROR = 0, SN_LOG_WARN = 1, SN_LOG_INFO = 2, SN_LOG_DEBUG = 3 };
  * Called from the node's threads, possibly concurrently. */
 typedef void (*sn_log_fn)(int level, const char *msg, void *arg);
 
+/* Called from the replication thread each time a peer's update changed a
+ * session on this node (a write, a destroy, a touch, a repaired or fetched
+ * session), after the change is visible to readers. `id` is valid during
+ * the call. It must return quickly and must not call into the node. */
+typedef void (*sn_change_fn)(const void *id, size_t id_len, void *arg);
+
 typedef struct {
     uint64_t node_id;           /* unique in the cluster, != 0; 0 = random */
     const char *name;           /* for logs and member lists; NULL = "node-<id>" */
@@ -141,6 +147,8 @@ typedef struct {
     sn_log_fn log;              /* NULL: the library prints nothing */
     void *log_arg;
     int log_level;              /* highest level passed to `log`; default SN_LOG_INFO */
+    sn_change_fn on_change;     /* NULL: no notification */
+    void *on_change_arg;
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
 } sn_config_t;
 

@@ -489,6 +489,55 @@ static void test_a_session_expires_on_every_node(void **state)
     cluster_stop(&c);
 }
 
+typedef struct {
+    int calls;
+    char last[64];
+} changes_t;
+
+static void count_change(const void *id, size_t id_len, void *arg)
+{
+    changes_t *ch = arg;
+    snprintf(ch->last, sizeof ch->last, "%.*s", (int) id_len, (const char *) id);
+    __atomic_add_fetch(&ch->calls, 1, __ATOMIC_SEQ_CST);  /* publishes `last` */
+}
+
+static void test_a_peer_change_is_notified_after_it_is_readable(void **state)
+{
+    (void) state;
+    cluster_t c;
+    memset(&c, 0, sizeof c);
+    c.n = 2;
+    g_cluster_no++;
+    changes_t ch = {0};
+    for (int i = 0; i < c.n; i++)
+        snprintf(c.addr[i], sizeof c.addr[i], "inproc://cluster%d-node%d", g_cluster_no, i);
+    for (int i = 0; i < c.n; i++) {
+        sn_config_t cfg;
+        const char *peers[MAX_NODES + 1];
+        node_config(&c, i, &cfg, peers);
+        if (i == 1) {
+            cfg.on_change = count_change;
+            cfg.on_change_arg = &ch;
+        }
+        start_node(&c, i, &cfg);
+    }
+    wait_connected(&c);
+    assert_int_equal(put_s(c.node[0], "note:1", "user", "grace"), 0);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (__atomic_load_n(&ch.calls, __ATOMIC_SEQ_CST) == 0) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(1);
+    }
+    assert_string_equal(ch.last, "note:1");
+    assert_int_equal(sn_node_exists(c.node[1], "note:1", 6), 1);
+    /* local writes are not notified */
+    int before = __atomic_load_n(&ch.calls, __ATOMIC_SEQ_CST);
+    assert_int_equal(put_s(c.node[1], "note:2", "user", "heidi"), 0);
+    sleep_ms(50);
+    assert_int_equal(__atomic_load_n(&ch.calls, __ATOMIC_SEQ_CST), before);
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -516,6 +565,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configuration_errors_are_reported),
         cmocka_unit_test(test_a_write_on_any_node_is_readable_on_all),
+        cmocka_unit_test(test_a_peer_change_is_notified_after_it_is_readable),
         cmocka_unit_test(test_deletes_and_attribute_removals_propagate),
         cmocka_unit_test(test_a_session_expires_on_every_node),
         cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
