@@ -1673,7 +1673,7 @@ int main(int argc, char **argv)
     double join_s[2][20], stream_s[20];
     for (int round = 0; round < p.rounds; round++) {
         char name[8];
-        snprintf(name, sizeof name, "C%d", round);
+        snprintf(name, sizeof name, "C%d", round % 100);  /* rounds <= 20 */
         proc_t J = spawn(name);
         cmd_t m = {.op = OP_NODE_START, .port = free_ports(2), .npeers = 1, .peers = {dport},
                    .join = 1};
