@@ -804,6 +804,8 @@ static void buffer_for_join(sn_transport_t *t, const uint8_t *buf, size_t len)
     t->jbytes += len;
 }
 
+static void join_tick(sn_transport_t *t, uint64_t now);
+
 static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
 {
     char address[ADDR_MAX];
@@ -852,6 +854,8 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
     pthread_mutex_unlock(&t->mlock);
     if (t->join_state != J_STREAMING)
         sn_tracker_announce(t->tracker, m->sender, m->u.heartbeat.last_pseq, mono_ms());
+    if (t->join_state == J_WAITING)
+        join_tick(t, mono_ms());  /* a joiner asks as soon as it hears a peer */
 }
 
 static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bool from_sub)
