@@ -13,16 +13,15 @@
  * limit the decoder enforces is checked first, so the encoder never emits a
  * frame its peers would refuse.
  *
- * Decoding is a hand-written reader over the bytes, for the reasons given
- * at the top of sn_wire.c: msgpack-c's unpacker allocates for whatever
- * count a header declares before reading an element, and the schema here
- * is fixed and at most two arrays deep. The reader is a sibling of
- * sn_wire's (that one is private to its file and knows neither strings nor
- * booleans). It runs twice with the same code: the first pass validates
- * the whole frame and counts vector entries, list items and bytes to copy;
- * the second, after one malloc of exactly that much, fills them in. A bad
- * frame allocates nothing, a frame without variable-length fields allocates
- * nothing at all, and a decoded frame does not depend on its input buffer.
+ * Decoding runs sn_mpack's bounded reader, for the reasons given at the top
+ * of sn_mpack.c: msgpack-c's unpacker allocates for whatever count a header
+ * declares before reading an element, and the schema here is fixed and at
+ * most two arrays deep. It runs twice with the same code: the first pass
+ * validates the whole frame and counts vector entries, list items and bytes
+ * to copy; the second, after one malloc of exactly that much, fills them
+ * in. A bad frame allocates nothing, a frame without variable-length fields
+ * allocates nothing at all, and a decoded frame does not depend on its
+ * input buffer.
  *
  * Only the shortest encodings are accepted, so decode-then-encode gives back
  * the input byte for byte; the unit tests and the fuzzer check exactly that.
@@ -38,6 +37,7 @@
 
 #include <msgpack.h>
 
+#include "sn_mpack.h"
 #include "sn_wire.h"
 
 /* version, type, sender */
@@ -76,9 +76,6 @@ static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_FETCH_REP] = "fetch_rep",
     [SN_MSG_ACK] = "ack",
 };
-
-/* What present zero-length strings point to: valid, and NUL-terminated. */
-static const uint8_t sn_msg_empty[1];
 
 const char *sn_msg_type_name(int type)
 {
@@ -169,39 +166,11 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
     return SN_EINVAL;
 }
 
-static int sn_msg_pack_bin(msgpack_packer *pk, const uint8_t *p, uint32_t n)
-{
-    /* msgpack-c's body writer would hand a NULL source to memcpy for an
-     * empty string. */
-    return msgpack_pack_bin(pk, n) | msgpack_pack_bin_body(pk, n ? (const void *) p : sn_msg_empty, n);
-}
-
-static int sn_msg_pack_str(msgpack_packer *pk, const uint8_t *p, uint32_t n)
-{
-    return msgpack_pack_str(pk, n) | msgpack_pack_str_body(pk, n ? (const void *) p : sn_msg_empty, n);
-}
-
-static int sn_msg_pack_bool(msgpack_packer *pk, bool v)
-{
-    return v ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
-}
-
-/* A vector as sn_wire writes it: a flat array of node, counter pairs. */
-static int sn_msg_pack_vv(msgpack_packer *pk, const sn_vv_t *vv)
-{
-    int err = msgpack_pack_array(pk, (size_t) vv->n * 2);
-    for (uint32_t i = 0; i < vv->n; i++) {
-        err |= msgpack_pack_uint64(pk, vv->dots[i].node);
-        err |= msgpack_pack_uint64(pk, vv->dots[i].counter);
-    }
-    return err;
-}
-
 static int sn_msg_pack_bins(msgpack_packer *pk, const sn_msg_blob_t *b, uint32_t n)
 {
     int err = msgpack_pack_array(pk, n);
     for (uint32_t i = 0; i < n; i++)
-        err |= sn_msg_pack_bin(pk, b[i].bytes, b[i].len);
+        err |= sn_mpack_pack_bin(pk, b[i].bytes, b[i].len);
     return err;
 }
 
@@ -212,15 +181,15 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
     case SN_MSG_DELTA:
         err |= msgpack_pack_uint64(pk, m->u.delta.pseq);
         err |= msgpack_pack_uint32(pk, m->u.delta.flags);
-        err |= sn_msg_pack_bin(pk, m->u.delta.body, m->u.delta.body_len);
+        err |= sn_mpack_pack_bin(pk, m->u.delta.body, m->u.delta.body_len);
         break;
     case SN_MSG_HEARTBEAT:
         err |= msgpack_pack_uint64(pk, m->u.heartbeat.incarnation);
         err |= msgpack_pack_uint64(pk, m->u.heartbeat.last_pseq);
         err |= msgpack_pack_uint64(pk, m->u.heartbeat.dots_done);
-        err |= sn_msg_pack_str(pk, m->u.heartbeat.endpoint, m->u.heartbeat.endpoint_len);
-        err |= sn_msg_pack_str(pk, m->u.heartbeat.name, m->u.heartbeat.name_len);
-        err |= sn_msg_pack_vv(pk, &m->u.heartbeat.applied);
+        err |= sn_mpack_pack_str(pk, m->u.heartbeat.endpoint, m->u.heartbeat.endpoint_len);
+        err |= sn_mpack_pack_str(pk, m->u.heartbeat.name, m->u.heartbeat.name_len);
+        err |= sn_mpack_pack_vv(pk, &m->u.heartbeat.applied);
         break;
     case SN_MSG_REPAIR_REQ:
         err |= msgpack_pack_uint64(pk, m->u.repair_req.origin);
@@ -236,7 +205,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
             err |= msgpack_pack_array(pk, SN_MSG_ENTRY_FIELDS);
             err |= msgpack_pack_uint64(pk, e->pseq);
             err |= msgpack_pack_uint32(pk, e->flags);
-            err |= sn_msg_pack_bin(pk, e->body, e->body_len);
+            err |= sn_mpack_pack_bin(pk, e->body, e->body_len);
         }
         break;
     case SN_MSG_SNAP_REQ:
@@ -247,8 +216,8 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
     case SN_MSG_SNAP_CHUNK:
         err |= msgpack_pack_uint64(pk, m->u.snap_chunk.snap_id);
         err |= msgpack_pack_uint64(pk, m->u.snap_chunk.chunk);
-        err |= sn_msg_pack_bool(pk, m->u.snap_chunk.last);
-        err |= sn_msg_pack_vv(pk, &m->u.snap_chunk.cut);
+        err |= sn_mpack_pack_bool(pk, m->u.snap_chunk.last);
+        err |= sn_mpack_pack_vv(pk, &m->u.snap_chunk.cut);
         err |= sn_msg_pack_bins(pk, m->u.snap_chunk.states, m->u.snap_chunk.n);
         break;
     case SN_MSG_DIGEST_REQ:
@@ -257,12 +226,12 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         break;
     case SN_MSG_DIGEST_REP:
         err |= msgpack_pack_uint64(pk, m->u.digest_rep.next_cursor);
-        err |= sn_msg_pack_bool(pk, m->u.digest_rep.done);
+        err |= sn_mpack_pack_bool(pk, m->u.digest_rep.done);
         err |= msgpack_pack_array(pk, m->u.digest_rep.n);
         for (uint32_t i = 0; i < m->u.digest_rep.n; i++) {
             const sn_msg_blob_t *b = &m->u.digest_rep.entries[i];
             err |= msgpack_pack_array(pk, SN_MSG_DIGEST_FIELDS);
-            err |= sn_msg_pack_bin(pk, b->bytes, b->len);
+            err |= sn_mpack_pack_bin(pk, b->bytes, b->len);
             err |= msgpack_pack_uint64(pk, b->digest);
         }
         break;
@@ -320,180 +289,24 @@ int sn_msg_encode(const sn_msg_t *msg, uint8_t **out, size_t *out_len)
 
 /* ------------------------------------------------------------ decoding */
 
-/* Reader over one frame. In the counting pass the output pointers are NULL
- * and only the counters move; in the filling pass they point into the
- * message's block and the counters double as write positions. A frame has
- * at most one vector and one list, so one array of each kind suffices. */
+/* Reader over one frame: sn_mpack's reader, which counts and fills dots and
+ * bytes, plus the repair entries and blobs only a frame has. In the counting
+ * pass entries and blobs are NULL and only their counters move; in the
+ * filling pass they point into the message's block and the counters double
+ * as write positions. A frame has at most one vector and one list, so one
+ * array of each kind suffices. */
 typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-    sn_dot_t *dots;
+    sn_mpack_reader_t m;
     sn_msg_entry_t *entries;
     sn_msg_blob_t *blobs;
-    uint8_t *bytes;
-    size_t ndots;
     size_t nentries;
     size_t nblobs;
-    size_t nbytes;
 } sn_msg_reader_t;
-
-static size_t sn_msg_left(const sn_msg_reader_t *r)
-{
-    return (size_t) (r->end - r->p);
-}
-
-/* Reads an n-byte big-endian argument after a tag, refusing it when a
- * shorter form could have carried it (value < min). */
-static int sn_msg_arg(sn_msg_reader_t *r, size_t n, uint64_t min, uint64_t *v)
-{
-    if (sn_msg_left(r) < n)
-        return SN_EPROTO;
-    uint64_t x = 0;
-    for (size_t i = 0; i < n; i++)
-        x = x << 8 | r->p[i];
-    r->p += n;
-    *v = x;
-    return x < min ? SN_EPROTO : 0;
-}
-
-static int sn_msg_read_uint(sn_msg_reader_t *r, uint64_t *v)
-{
-    if (r->p == r->end)
-        return SN_EPROTO;
-    uint8_t tag = *r->p++;
-    if (tag <= 0x7f) {
-        *v = tag;
-        return 0;
-    }
-    switch (tag) {
-    case 0xcc: return sn_msg_arg(r, 1, 0x80, v);
-    case 0xcd: return sn_msg_arg(r, 2, 0x100, v);
-    case 0xce: return sn_msg_arg(r, 4, 0x10000, v);
-    case 0xcf: return sn_msg_arg(r, 8, UINT64_C(0x100000000), v);
-    default: return SN_EPROTO;
-    }
-}
-
-static int sn_msg_read_uint32(sn_msg_reader_t *r, uint32_t *v)
-{
-    uint64_t w = 0;
-    int rc = sn_msg_read_uint(r, &w);
-    if (rc == 0 && w > UINT32_MAX)
-        rc = SN_EPROTO;
-    *v = (uint32_t) w;
-    return rc;
-}
-
-static int sn_msg_read_bool(sn_msg_reader_t *r, bool *v)
-{
-    if (r->p == r->end || (*r->p != 0xc2 && *r->p != 0xc3))
-        return SN_EPROTO;
-    *v = *r->p++ == 0xc3;
-    return 0;
-}
-
-/* Reads an array header. Every element takes at least one byte, so a count
- * larger than the bytes left is refused here, before anyone loops on it. */
-static int sn_msg_read_array(sn_msg_reader_t *r, uint32_t *n)
-{
-    if (r->p == r->end)
-        return SN_EPROTO;
-    uint8_t tag = *r->p++;
-    uint64_t v;
-    int rc = 0;
-    if (tag >= 0x90 && tag <= 0x9f)
-        v = tag & 0x0f;
-    else if (tag == 0xdc)
-        rc = sn_msg_arg(r, 2, 16, &v);
-    else if (tag == 0xdd)
-        rc = sn_msg_arg(r, 4, 0x10000, &v);
-    else
-        return SN_EPROTO;
-    if (rc || v > sn_msg_left(r))
-        return SN_EPROTO;
-    *n = (uint32_t) v;
-    return 0;
-}
-
-static int sn_msg_expect_array(sn_msg_reader_t *r, uint32_t n)
-{
-    uint32_t got;
-    int rc = sn_msg_read_array(r, &got);
-    return rc ? rc : got == n ? 0 : SN_EPROTO;
-}
-
-/* Reads a bin (str false) or str (str true) of min..max bytes; in the
- * filling pass copies it into the block and points *data at the copy.
- * Strings get a NUL after the copy, which their length does not count. */
-static int sn_msg_read_bytes(sn_msg_reader_t *r, bool str, uint32_t min, uint32_t max,
-                             const uint8_t **data, uint32_t *n)
-{
-    if (r->p == r->end)
-        return SN_EPROTO;
-    uint8_t tag = *r->p++;
-    uint64_t v;
-    int rc;
-    if (str && tag >= 0xa0 && tag <= 0xbf) {
-        v = tag & 0x1f;
-        rc = 0;
-    } else if (str) {
-        switch (tag) {
-        case 0xd9: rc = sn_msg_arg(r, 1, 32, &v); break;
-        case 0xda: rc = sn_msg_arg(r, 2, 0x100, &v); break;
-        case 0xdb: rc = sn_msg_arg(r, 4, 0x10000, &v); break;
-        default: return SN_EPROTO;
-        }
-    } else {
-        switch (tag) {
-        case 0xc4: rc = sn_msg_arg(r, 1, 0, &v); break;
-        case 0xc5: rc = sn_msg_arg(r, 2, 0x100, &v); break;
-        case 0xc6: rc = sn_msg_arg(r, 4, 0x10000, &v); break;
-        default: return SN_EPROTO;
-        }
-    }
-    if (rc || v < min || v > max || v > sn_msg_left(r))
-        return SN_EPROTO;
-    *n = (uint32_t) v;
-    size_t copy = v + (str ? 1 : 0);
-    if (v == 0) {
-        *data = sn_msg_empty;
-        copy = 0;
-    } else if (r->bytes) {
-        memcpy(r->bytes + r->nbytes, r->p, v);
-        if (str)
-            r->bytes[r->nbytes + v] = 0;
-        *data = r->bytes + r->nbytes;
-    }
-    r->nbytes += copy;
-    r->p += v;
-    return 0;
-}
-
-static int sn_msg_read_vv(sn_msg_reader_t *r, sn_vv_t *vv)
-{
-    uint32_t n;
-    int rc = sn_msg_read_array(r, &n);
-    if (rc)
-        return rc;
-    if (n % 2 || n / 2 > SN_VV_MAX)
-        return SN_EPROTO;
-    vv->n = n / 2;
-    vv->dots = r->dots && n ? r->dots + r->ndots : NULL;
-    for (uint32_t i = 0; i < vv->n; i++) {
-        uint64_t node, counter;
-        if ((rc = sn_msg_read_uint(r, &node)) || (rc = sn_msg_read_uint(r, &counter)))
-            return rc;
-        if (r->dots)
-            r->dots[r->ndots] = (sn_dot_t) {node, counter};
-        r->ndots++;
-    }
-    return 0;
-}
 
 /* Reads a list header bounded by SN_MSG_ITEMS_MAX. */
 static int sn_msg_read_list(sn_msg_reader_t *r, uint32_t *n)
 {
-    int rc = sn_msg_read_array(r, n);
+    int rc = sn_mpack_read_array(&r->m, n);
     return rc ? rc : *n > SN_MSG_ITEMS_MAX ? SN_EPROTO : 0;
 }
 
@@ -511,11 +324,11 @@ static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
         sn_msg_blob_t scratch;
         sn_msg_blob_t *b = r->blobs ? &r->blobs[r->nblobs] : &scratch;
         memset(b, 0, sizeof *b);
-        if (digests && (rc = sn_msg_expect_array(r, SN_MSG_DIGEST_FIELDS)))
+        if (digests && (rc = sn_mpack_expect_array(&r->m, SN_MSG_DIGEST_FIELDS)))
             return rc;
-        if ((rc = sn_msg_read_bytes(r, false, 1, max, &b->bytes, &b->len)))
+        if ((rc = sn_mpack_read_bytes(&r->m, false, 1, max, &b->bytes, &b->len)))
             return rc;
-        if (digests && (rc = sn_msg_read_uint(r, &b->digest)))
+        if (digests && (rc = sn_mpack_read_uint(&r->m, &b->digest)))
             return rc;
         r->nblobs++;
     }
@@ -534,10 +347,11 @@ static int sn_msg_read_entries(sn_msg_reader_t *r, uint32_t *count, sn_msg_entry
         sn_msg_entry_t scratch;
         sn_msg_entry_t *e = r->entries ? &r->entries[r->nentries] : &scratch;
         memset(e, 0, sizeof *e);
-        if ((rc = sn_msg_expect_array(r, SN_MSG_ENTRY_FIELDS)) ||
-            (rc = sn_msg_read_uint(r, &e->pseq)) ||
-            (rc = sn_msg_read_uint32(r, &e->flags)) ||
-            (rc = sn_msg_read_bytes(r, false, 1, SN_WIRE_FRAME_MAX, &e->body, &e->body_len)))
+        if ((rc = sn_mpack_expect_array(&r->m, SN_MSG_ENTRY_FIELDS)) ||
+            (rc = sn_mpack_read_uint(&r->m, &e->pseq)) ||
+            (rc = sn_mpack_read_uint32(&r->m, &e->flags)) ||
+            (rc = sn_mpack_read_bytes(&r->m, false, 1, SN_WIRE_FRAME_MAX, &e->body,
+                                      &e->body_len)))
             return rc;
         r->nentries++;
     }
@@ -549,30 +363,30 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
     int rc;
     switch (m->type) {
     case SN_MSG_DELTA:
-        if ((rc = sn_msg_read_uint(r, &m->u.delta.pseq)) ||
-            (rc = sn_msg_read_uint32(r, &m->u.delta.flags)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.delta.pseq)) ||
+            (rc = sn_mpack_read_uint32(&r->m, &m->u.delta.flags)))
             return rc;
-        return sn_msg_read_bytes(r, false, 1, SN_WIRE_FRAME_MAX, &m->u.delta.body,
+        return sn_mpack_read_bytes(&r->m, false, 1, SN_WIRE_FRAME_MAX, &m->u.delta.body,
                                  &m->u.delta.body_len);
     case SN_MSG_HEARTBEAT:
-        if ((rc = sn_msg_read_uint(r, &m->u.heartbeat.incarnation)) ||
-            (rc = sn_msg_read_uint(r, &m->u.heartbeat.last_pseq)) ||
-            (rc = sn_msg_read_uint(r, &m->u.heartbeat.dots_done)) ||
-            (rc = sn_msg_read_bytes(r, true, 0, SN_MSG_STR_MAX, &m->u.heartbeat.endpoint,
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.heartbeat.incarnation)) ||
+            (rc = sn_mpack_read_uint(&r->m, &m->u.heartbeat.last_pseq)) ||
+            (rc = sn_mpack_read_uint(&r->m, &m->u.heartbeat.dots_done)) ||
+            (rc = sn_mpack_read_bytes(&r->m, true, 0, SN_MSG_STR_MAX, &m->u.heartbeat.endpoint,
                                     &m->u.heartbeat.endpoint_len)) ||
-            (rc = sn_msg_read_bytes(r, true, 0, SN_MSG_STR_MAX, &m->u.heartbeat.name,
+            (rc = sn_mpack_read_bytes(&r->m, true, 0, SN_MSG_STR_MAX, &m->u.heartbeat.name,
                                     &m->u.heartbeat.name_len)))
             return rc;
-        return sn_msg_read_vv(r, &m->u.heartbeat.applied);
+        return sn_mpack_read_vv(&r->m, &m->u.heartbeat.applied);
     case SN_MSG_REPAIR_REQ:
-        if ((rc = sn_msg_read_uint(r, &m->u.repair_req.origin)) ||
-            (rc = sn_msg_read_uint(r, &m->u.repair_req.from_pseq)) ||
-            (rc = sn_msg_read_uint(r, &m->u.repair_req.to_pseq)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.repair_req.origin)) ||
+            (rc = sn_mpack_read_uint(&r->m, &m->u.repair_req.from_pseq)) ||
+            (rc = sn_mpack_read_uint(&r->m, &m->u.repair_req.to_pseq)))
             return rc;
         return m->u.repair_req.from_pseq <= m->u.repair_req.to_pseq ? 0 : SN_EPROTO;
     case SN_MSG_REPAIR_REP:
-        if ((rc = sn_msg_read_uint(r, &m->u.repair_rep.origin)) ||
-            (rc = sn_msg_read_uint32(r, &m->u.repair_rep.status)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.repair_rep.origin)) ||
+            (rc = sn_mpack_read_uint32(&r->m, &m->u.repair_rep.status)))
             return rc;
         if (m->u.repair_rep.status != SN_MSG_REPAIR_OK &&
             m->u.repair_rep.status != SN_MSG_REPAIR_TOO_OLD)
@@ -583,26 +397,26 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
                    ? SN_EPROTO : 0;
     case SN_MSG_SNAP_REQ:
     case SN_MSG_SNAP_CREDIT:
-        if ((rc = sn_msg_read_uint(r, &m->u.snap_req.snap_id)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.snap_req.snap_id)))
             return rc;
-        return sn_msg_read_uint32(r, &m->u.snap_req.credit);
+        return sn_mpack_read_uint32(&r->m, &m->u.snap_req.credit);
     case SN_MSG_SNAP_CHUNK:
-        if ((rc = sn_msg_read_uint(r, &m->u.snap_chunk.snap_id)) ||
-            (rc = sn_msg_read_uint(r, &m->u.snap_chunk.chunk)) ||
-            (rc = sn_msg_read_bool(r, &m->u.snap_chunk.last)) ||
-            (rc = sn_msg_read_vv(r, &m->u.snap_chunk.cut)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.snap_chunk.snap_id)) ||
+            (rc = sn_mpack_read_uint(&r->m, &m->u.snap_chunk.chunk)) ||
+            (rc = sn_mpack_read_bool(&r->m, &m->u.snap_chunk.last)) ||
+            (rc = sn_mpack_read_vv(&r->m, &m->u.snap_chunk.cut)))
             return rc;
         if (!m->u.snap_chunk.last && m->u.snap_chunk.cut.n)
             return SN_EPROTO;
         return sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.snap_chunk.n,
                                  &m->u.snap_chunk.states);
     case SN_MSG_DIGEST_REQ:
-        if ((rc = sn_msg_read_uint(r, &m->u.digest_req.cursor)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.digest_req.cursor)))
             return rc;
-        return sn_msg_read_uint32(r, &m->u.digest_req.max);
+        return sn_mpack_read_uint32(&r->m, &m->u.digest_req.max);
     case SN_MSG_DIGEST_REP:
-        if ((rc = sn_msg_read_uint(r, &m->u.digest_rep.next_cursor)) ||
-            (rc = sn_msg_read_bool(r, &m->u.digest_rep.done)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.digest_rep.next_cursor)) ||
+            (rc = sn_mpack_read_bool(&r->m, &m->u.digest_rep.done)))
             return rc;
         return sn_msg_read_blobs(r, true, SN_ID_MAX, &m->u.digest_rep.n,
                                  &m->u.digest_rep.entries);
@@ -612,9 +426,9 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
         return sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.fetch_rep.n,
                                  &m->u.fetch_rep.states);
     case SN_MSG_ACK:
-        if ((rc = sn_msg_read_uint(r, &m->u.ack.origin)))
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.ack.origin)))
             return rc;
-        return sn_msg_read_uint(r, &m->u.ack.pseq);
+        return sn_mpack_read_uint(&r->m, &m->u.ack.pseq);
     }
     return SN_EPROTO;
 }
@@ -623,21 +437,21 @@ static int sn_msg_read(sn_msg_reader_t *r, sn_msg_t *m)
 {
     uint32_t n;
     uint64_t version, type;
-    int rc = sn_msg_read_array(r, &n);
+    int rc = sn_mpack_read_array(&r->m, &n);
     /* The version comes first and is checked first: a later version may
      * lay out everything after it differently. */
-    if (rc || (rc = sn_msg_read_uint(r, &version)))
+    if (rc || (rc = sn_mpack_read_uint(&r->m, &version)))
         return rc;
     if (version != SN_MSG_VERSION)
         return SN_EPROTO;
-    if ((rc = sn_msg_read_uint(r, &type)))
+    if ((rc = sn_mpack_read_uint(&r->m, &type)))
         return rc;
     if (type < 1 || type > SN_MSG_TYPE_MAX || n != SN_MSG_HEAD_FIELDS + (uint32_t) sn_msg_fields[type])
         return SN_EPROTO;
     m->type = (sn_msg_type_t) type;
-    if ((rc = sn_msg_read_uint(r, &m->sender)) || (rc = sn_msg_read_fields(r, m)))
+    if ((rc = sn_mpack_read_uint(&r->m, &m->sender)) || (rc = sn_msg_read_fields(r, m)))
         return rc;
-    return r->p == r->end ? 0 : SN_EPROTO;
+    return r->m.p == r->m.end ? 0 : SN_EPROTO;
 }
 
 int sn_msg_decode(const void *buf, size_t len, sn_msg_decoded_t *out)
@@ -652,27 +466,29 @@ int sn_msg_decode(const void *buf, size_t len, sn_msg_decoded_t *out)
     if (len == 0)
         return SN_EPROTO;
 
-    sn_msg_reader_t r = {.p = buf, .end = (const uint8_t *) buf + len};
+    sn_msg_reader_t r = {.m = {.p = buf, .end = (const uint8_t *) buf + len}};
     sn_msg_t scratch = {0};
     int rc = sn_msg_read(&r, &scratch);
     if (rc)
         return rc;
 
     /* Dots, entries and blobs are 8-byte aligned structs; the bytes go last. */
-    size_t dots = r.ndots * sizeof(sn_dot_t);
+    size_t dots = r.m.ndots * sizeof(sn_dot_t);
     size_t entries = r.nentries * sizeof(sn_msg_entry_t);
     size_t blobs = r.nblobs * sizeof(sn_msg_blob_t);
-    size_t total = dots + entries + blobs + r.nbytes;
+    size_t total = dots + entries + blobs + r.m.nbytes;
     uint8_t *block = NULL;
     if (total && !(block = malloc(total)))
         return SN_ENOMEM;
     r = (sn_msg_reader_t) {
-        .p = buf,
-        .end = (const uint8_t *) buf + len,
-        .dots = r.ndots ? (sn_dot_t *) block : NULL,
+        .m = {
+            .p = buf,
+            .end = (const uint8_t *) buf + len,
+            .dots = r.m.ndots ? (sn_dot_t *) block : NULL,
+            .bytes = r.m.nbytes ? block + dots + entries + blobs : NULL,
+        },
         .entries = r.nentries ? (sn_msg_entry_t *) (block + dots) : NULL,
         .blobs = r.nblobs ? (sn_msg_blob_t *) (block + dots + entries) : NULL,
-        .bytes = r.nbytes ? block + dots + entries + blobs : NULL,
     };
     rc = sn_msg_read(&r, &out->msg);
     /* Same bytes, same code: the filling pass cannot fail where counting
