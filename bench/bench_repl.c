@@ -55,6 +55,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "bench_common.h"
 #include "sessnode.h"
 
 #include <arpa/inet.h>
@@ -1365,24 +1366,6 @@ static bool on_path(const char *prog)
         s += n + (e ? 1 : 0);
     }
     return false;
-}
-
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (colon && !strncmp(line, "model name", 10)) {
-            snprintf(out, cap, "%s", colon + 2);
-            out[strcspn(out, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
 }
 
 static void redis_version(char *out, size_t cap)

@@ -33,6 +33,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include "bench_common.h"
 #include "sn_store.h"
 
 #include <czmq.h>
@@ -599,24 +600,6 @@ static void write_json(const char *path, const params_t *p, const phase_t *ph, i
             m->ref_rss, m->ref_rss - ID_LEN);
     if (fclose(out))
         die("cannot write %s: %s", path, strerror(errno));
-}
-
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (colon && !strncmp(line, "model name", 10)) {
-            snprintf(out, cap, "%s", colon + 2);
-            out[strcspn(out, "\n")] = 0;
-            break;
-        }
-    }
-    fclose(f);
 }
 
 /* ---------------------------------------------------------------- main */

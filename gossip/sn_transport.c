@@ -227,6 +227,21 @@ static uint64_t mono_ms(void)
     return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
 }
 
+/* A CLOCK_MONOTONIC deadline for pthread_cond_timedwait (the waits' condition
+ * variables are created on that clock). */
+static struct timespec deadline_after(uint32_t timeout_ms)
+{
+    struct timespec d;
+    clock_gettime(CLOCK_MONOTONIC, &d);
+    d.tv_sec += timeout_ms / 1000;
+    d.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (d.tv_nsec >= 1000000000L) {
+        d.tv_sec++;
+        d.tv_nsec -= 1000000000L;
+    }
+    return d;
+}
+
 static void tlog(sn_transport_t *t, int level, const char *fmt, ...)
 {
     if (!t->opt.log || level > t->opt.log_level)
@@ -469,14 +484,7 @@ int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
     tls_write.w = NULL;
     if (!self || !w)
         return 0;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&self->qlock);
     while (w->done < w->deltas) {
@@ -1693,14 +1701,7 @@ int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms)
 {
     if (!self)
         return SN_EINVAL;
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = deadline_after(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&self->rlock);
     while (!self->ready && rc == 0)

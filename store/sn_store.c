@@ -1497,19 +1497,17 @@ static bool collected_tombstone(sn_store_t *self, const sn_state_t *st)
     return !st->has_meta && (dv_collected(self, &st->dv) || gc_covers(self, &st->vv));
 }
 
-/* Joins `r` into the entry at l->slot (or inserts it). */
+/* Joins `r` into the entry at l->slot, whose decoded state the caller
+ * passes as `cur` (NULL: no entry; then `r` is inserted). */
 static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id_len,
-                     const sn_state_t *r)
+                     const sn_state_t *cur, const sn_state_t *r)
 {
-    sn_entry_t *e = *l->slot;
-    sn_state_t cur, out;
-    int rc = 0;
+    sn_state_t out;
     if (collected_tombstone(self, r))
         return SN_APPLY_IGNORED;
-    if (e && (rc = body_decode(self, e, &cur, 0)))
-        return rc;
-    bool forget = e && collected_tombstone(self, &cur);
-    rc = state_join(e && !forget ? &cur : NULL, r, &out);
+    if (cur && collected_tombstone(self, cur))
+        cur = NULL;
+    int rc = state_join(cur, r, &out);
     if (rc == 0) {
         if (!out.has_meta && out.dv.n == 0)
             rc = SN_EINVAL;  /* neither alive nor a tombstone */
@@ -1517,8 +1515,6 @@ static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id
             rc = store_state(self, l->sh, l->slot, l->h, id, id_len, &out);
         state_free(&out);
     }
-    if (e)
-        state_free(&cur);
     return rc;
 }
 
@@ -1576,15 +1572,16 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
 
     lookup_t l = lock_lookup(self, d->id, d->id_len);
     sn_entry_t *e = *l.slot;
+    sn_state_t cur;
+    bool decoded = false;
     if (e) {
-        sn_state_t vvonly;
-        rc = body_decode(self, e, &vvonly, 0);
+        rc = body_decode(self, e, &cur, 0);
+        decoded = rc == 0;
         if (rc == 0) {
-            if (sn_vv_get(&vvonly.vv, d->dot.node) >= d->dot.counter)
+            if (sn_vv_get(&cur.vv, d->dot.node) >= d->dot.counter)
                 rc = SN_APPLY_DUPLICATE;
-            else if (d->kind == SN_DELTA_WRITE && !sn_vv_leq(&d->st.vv, &vvonly.vv))
+            else if (d->kind == SN_DELTA_WRITE && !sn_vv_leq(&d->st.vv, &cur.vv))
                 rc = SN_APPLY_NEED_FULL;
-            state_free(&vvonly);
         }
     } else {
         pthread_mutex_lock(&self->gc_lock);
@@ -1596,12 +1593,16 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
             rc = SN_APPLY_NEED_FULL;
     }
     if (rc == 0) {
-        rc = join_into(self, &l, d->id, d->id_len, &r);
+        /* cur's names and values point into the old block: the join is
+         * encoded before store_state frees it */
+        rc = join_into(self, &l, d->id, d->id_len, decoded ? &cur : NULL, &r);
         if (rc == 0)
             rc = SN_APPLY_APPLIED;
         else if (rc == SN_APPLY_IGNORED)
             rc = SN_APPLY_DUPLICATE;
     }
+    if (decoded)
+        state_free(&cur);
     if (rc == SN_APPLY_APPLIED)
         l.sh->stats.applied++;
     else if (rc == SN_APPLY_DUPLICATE)
@@ -1628,6 +1629,8 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
     uint64_t now = now_ms(self);
     lookup_t l = lock_lookup(self, id, id_len);
     sn_entry_t *e = *l.slot;
+    sn_state_t cur;
+    bool decoded = false;
     if (!e) {
         if (collected_tombstone(self, st))
             rc = SN_APPLY_IGNORED;
@@ -1635,23 +1638,21 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
                  now >= st->last_access_ms + (uint64_t) st->max_inactive * 1000u)
             rc = SN_APPLY_IGNORED;
     } else {
-        sn_state_t cur;
         rc = body_decode(self, e, &cur, 0);
-        if (rc == 0) {
-            if (sn_vv_leq(&st->vv, &cur.vv)) {
-                /* holds every update the peer has; only last_access may move */
-                rc = st->last_access_ms > e->last_access_ms ? SN_APPLY_APPLIED
-                                                            : SN_APPLY_DUPLICATE;
-                e->last_access_ms = max_u64(e->last_access_ms, st->last_access_ms);
-            }
-            state_free(&cur);
+        decoded = rc == 0;
+        if (rc == 0 && sn_vv_leq(&st->vv, &cur.vv)) {
+            /* holds every update the peer has; only last_access may move */
+            rc = st->last_access_ms > e->last_access_ms ? SN_APPLY_APPLIED : SN_APPLY_DUPLICATE;
+            e->last_access_ms = max_u64(e->last_access_ms, st->last_access_ms);
         }
     }
     if (rc == 0) {
-        rc = join_into(self, &l, id, id_len, st);
+        rc = join_into(self, &l, id, id_len, decoded ? &cur : NULL, st);
         if (rc == 0)
             rc = SN_APPLY_APPLIED;
     }
+    if (decoded)
+        state_free(&cur);
     if (rc == SN_APPLY_APPLIED)
         l.sh->stats.merges++;
     pthread_mutex_unlock(&l.sh->lock);
