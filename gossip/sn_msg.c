@@ -249,9 +249,9 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
     return err;
 }
 
-int sn_msg_encode(const sn_msg_t *msg, uint8_t **out, size_t *out_len)
+int sn_msg_encode_into(const sn_msg_t *msg, msgpack_sbuffer *sb)
 {
-    if (!msg || !out || !out_len)
+    if (!msg || !sb)
         return SN_EINVAL;
     if (msg->type < 1 || msg->type > SN_MSG_TYPE_MAX)
         return SN_EINVAL;
@@ -263,21 +263,30 @@ int sn_msg_encode(const sn_msg_t *msg, uint8_t **out, size_t *out_len)
     if (raw > SN_MSG_FRAME_MAX)
         return SN_ETOOBIG;
 
-    msgpack_sbuffer sb;
+    msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     int err = msgpack_pack_array(&pk, SN_MSG_HEAD_FIELDS + sn_msg_fields[msg->type]);
     err |= msgpack_pack_uint32(&pk, SN_MSG_VERSION);
     err |= msgpack_pack_uint32(&pk, (uint32_t) msg->type);
     err |= msgpack_pack_uint64(&pk, msg->sender);
     err |= sn_msg_pack_fields(&pk, msg);
-
-    rc = 0;
-    if (err || !sb.data)
+    if (err || !sb->data)
         rc = SN_ENOMEM;
-    else if (sb.size > SN_MSG_FRAME_MAX)
+    else if (sb->size > SN_MSG_FRAME_MAX)
         rc = SN_ETOOBIG;
+    if (rc)
+        msgpack_sbuffer_clear(sb);
+    return rc;
+}
+
+int sn_msg_encode(const sn_msg_t *msg, uint8_t **out, size_t *out_len)
+{
+    if (!out || !out_len)
+        return SN_EINVAL;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = sn_msg_encode_into(msg, &sb);
     if (rc) {
         msgpack_sbuffer_destroy(&sb);
         return rc;

@@ -29,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "sn_store.h"
 
 /* The only version this codec speaks; a frame with any other is refused. */
@@ -181,6 +183,13 @@ typedef struct {
  * Exactly what the decoder accepts is encodable, and nothing else.
  */
 int sn_msg_encode(const sn_msg_t *msg, uint8_t **out, size_t *out_len);
+
+/*
+ * sn_msg_encode_into - the same encoding into `sb`, which is cleared first
+ * and keeps its capacity, so a sender can reuse one buffer. Same return
+ * values; on failure sb is left empty.
+ */
+int sn_msg_encode_into(const sn_msg_t *msg, msgpack_sbuffer *sb);
 
 /* A decoded frame. Every pointer inside `msg` (bodies, strings, ids,
  * vectors, arrays of entries and blobs) points into `mem`, one block owned

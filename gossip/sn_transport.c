@@ -43,6 +43,7 @@
 
 #include <czmq.h>
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -50,6 +51,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +75,11 @@
 #define PARKED_MAX 8192             /* deltas waiting for an earlier one */
 #define PARKED_BYTES (32u << 20)
 #define PARK_MS 1000                /* then the session is fetched whole */
+
+/* What the actor's epoll set watches: the actor pipe, the local queue's
+ * eventfd, SUB, ROUTER, then one DEALER per peer (by peer index). */
+enum { SRC_PIPE, SRC_QUEUE, SRC_SUB, SRC_ROUTER, SRC_DEALER };
+#define SOURCES (SRC_DEALER + PEERS_MAX)
 
 /* ------------------------------------------------------------ types */
 
@@ -141,6 +148,20 @@ typedef struct {
     uint8_t *body;
 } parked_t;
 
+/* Buffers lent to ZeroMQ without a copy (snapshot chunks, up to a few MiB
+ * each): ZeroMQ's I/O thread gives them back once sent, and the next chunk
+ * reuses one. Fresh memory costs a page fault per 4 KiB on our VMs, and
+ * glibc returns large freed blocks to the system, so a new buffer per chunk
+ * would fault its way through every byte of a snapshot twice. The pool
+ * outlives the transport while ZeroMQ still holds one of its buffers. */
+#define ZC_KEEP 8
+typedef struct {
+    pthread_mutex_t lock;
+    uint32_t refs;              /* the transport, plus each buffer lent */
+    size_t nkept;
+    void *kept[ZC_KEEP];
+} zc_pool_t;
+
 typedef struct jbuf {
     struct jbuf *next;
     size_t len;
@@ -178,8 +199,16 @@ struct sn_transport {
             queue_overflows, acks_timed_out, bytes_sent, bytes_received, snapshot_sessions;
     } st;
 
+    zc_pool_t *zc;
+
     /* actor-owned */
     zsock_t *pub, *router, *sub;
+    msgpack_sbuffer snap_states;  /* a chunk's states, kept between chunks */
+    sn_msg_blob_t *snap_items;
+    uint32_t snap_n, cap_snap_items;
+    size_t snap_bytes;
+    int epfd;
+    bool check[SOURCES];        /* look at this source in the next loop turn */
     sn_backlog_t *backlog;
     sn_tracker_t *tracker;
     uint64_t pseq;
@@ -296,10 +325,36 @@ int sn_transport_endpoints(const char *cluster, char *pub, size_t pub_cap, char 
     return SN_EINVAL;
 }
 
+/* The actor waits in epoll on each socket's ZMQ_FD. That descriptor only
+ * says the socket has commands to process, and any call on the socket may
+ * process them: a send can take in the signal that a message arrived, and
+ * the descriptor then stays quiet. So every socket we call is looked at
+ * again in the next turn, as is one whose reading stopped at its quota. */
+static void touched(sn_transport_t *t, zsock_t *sock)
+{
+    if (sock == t->router) {
+        t->check[SRC_ROUTER] = true;
+    } else if (sock == t->sub) {
+        t->check[SRC_SUB] = true;
+    } else if (sock != t->pub) {
+        for (size_t i = 0; i < t->npeers; i++)
+            if (t->peers[i].dealer == sock)
+                t->check[SRC_DEALER + i] = true;
+    }
+}
+
+static int watch(sn_transport_t *t, int fd, uint32_t source)
+{
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = source};
+    t->check[source] = true;
+    return epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
 static int send_bytes(sn_transport_t *t, zsock_t *sock, zframe_t *identity, const uint8_t *buf,
                       size_t len)
 {
     void *h = zsock_resolve(sock);
+    touched(t, sock);
     if (identity &&
         zmq_send(h, zframe_data(identity), zframe_size(identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
         return -1;
@@ -322,6 +377,79 @@ static int send_msg(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_msg
     rc = send_bytes(t, sock, identity, buf, len);
     free(buf);
     return rc;
+}
+
+static void zc_unref(zc_pool_t *z)
+{
+    pthread_mutex_lock(&z->lock);
+    bool last = --z->refs == 0;
+    pthread_mutex_unlock(&z->lock);
+    if (last) {
+        for (size_t i = 0; i < z->nkept; i++)
+            free(z->kept[i]);
+        pthread_mutex_destroy(&z->lock);
+        free(z);
+    }
+}
+
+/* ZeroMQ's free callback, in whichever thread drops the message. */
+static void zc_return(void *data, void *hint)
+{
+    zc_pool_t *z = hint;
+    pthread_mutex_lock(&z->lock);
+    if (z->nkept < ZC_KEEP && z->refs > 1)
+        z->kept[z->nkept++] = data;
+    else
+        free(data);
+    pthread_mutex_unlock(&z->lock);
+    zc_unref(z);
+}
+
+/* An empty sbuffer over a kept buffer, if there is one. */
+static msgpack_sbuffer zc_take(zc_pool_t *z)
+{
+    msgpack_sbuffer sb = {0};
+    pthread_mutex_lock(&z->lock);
+    if (z->nkept) {
+        sb.data = z->kept[--z->nkept];
+        sb.alloc = malloc_usable_size(sb.data);
+    }
+    pthread_mutex_unlock(&z->lock);
+    return sb;
+}
+
+/* Encodes `m` into a pool buffer and lends it to ZeroMQ. */
+static int send_msg_zc(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_msg_t *m)
+{
+    m->sender = t->opt.node_id;
+    msgpack_sbuffer sb = zc_take(t->zc);
+    int rc = sn_msg_encode_into(m, &sb);
+    if (rc) {
+        tlog(t, SN_LOG_WARN, "cannot encode %s: %s", sn_msg_type_name(m->type), sn_strerror(rc));
+        free(sb.data);
+        return rc;
+    }
+    void *h = zsock_resolve(sock);
+    touched(t, sock);
+    if (identity &&
+        zmq_send(h, zframe_data(identity), zframe_size(identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        free(sb.data);
+        return -1;
+    }
+    zmq_msg_t msg;
+    pthread_mutex_lock(&t->zc->lock);
+    t->zc->refs++;
+    pthread_mutex_unlock(&t->zc->lock);
+    if (zmq_msg_init_data(&msg, sb.data, sb.size, zc_return, t->zc)) {
+        zc_return(sb.data, t->zc);
+        return -1;
+    }
+    if (zmq_msg_send(&msg, h, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg);  /* gives the buffer back */
+        return -1;
+    }
+    count(&t->st.bytes_sent, sb.size);
+    return 0;
 }
 
 /* ------------------------------------------------------------ peers */
@@ -365,7 +493,9 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
     zsock_set_linger(dealer, 0);
     zsock_set_sndhwm(dealer, 100000);
     zsock_set_rcvhwm(dealer, 100000);
-    if (zsock_connect(dealer, "%s", router) < 0 || zsock_connect(t->sub, "%s", pub) < 0) {
+    t->check[SRC_SUB] = true;  /* connecting processes its commands */
+    if (zsock_connect(dealer, "%s", router) < 0 || zsock_connect(t->sub, "%s", pub) < 0 ||
+        watch(t, zsock_fd(dealer), SRC_DEALER + (uint32_t) t->npeers) < 0) {
         tlog(t, SN_LOG_WARN, "cannot connect to %s", address);
         zsock_destroy(&dealer);
         return NULL;
@@ -1230,25 +1360,54 @@ static void on_snap_credit(sn_transport_t *t, const sn_msg_t *m)
 }
 
 /* One chunk for each snapshot that has credit: bounded work per turn. */
+/* Appends each scanned session to the chunk being built. The items' bytes
+ * are set once the chunk is complete, since appending may move the buffer;
+ * until then `digest` holds each state's offset. */
+static void collect_chunk_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                                void *arg)
+{
+    sn_transport_t *t = arg;
+    if (t->snap_n == t->cap_snap_items) {
+        uint32_t cap = t->cap_snap_items ? 2 * t->cap_snap_items : 64;
+        sn_msg_blob_t *items = realloc(t->snap_items, cap * sizeof *items);
+        if (!items)
+            return;  /* the joiner's digests will find it missing */
+        t->snap_items = items;
+        t->cap_snap_items = cap;
+    }
+    size_t start = t->snap_states.size;
+    if (sn_wire_append_state(&t->snap_states, id, id_len, st))
+        return;
+    size_t len = t->snap_states.size - start;
+    t->snap_items[t->snap_n++] = (sn_msg_blob_t){.len = (uint32_t) len, .digest = start};
+    t->snap_bytes += len;
+}
+
 static void serve_snapshots(sn_transport_t *t)
 {
     for (size_t i = 0; i < t->nserving;) {
         snap_serve_t *s = &t->serving[i];
         if (s->credit && !s->done) {
-            blobs_t b = {0};
+            msgpack_sbuffer_clear(&t->snap_states);
+            t->snap_n = 0;
+            t->snap_bytes = 0;
             int more = 1;
-            while (more == 1 && b.n < CHUNK_SESSIONS && b.bytes < CHUNK_BYTES)
-                more = sn_store_scan(t->store, &s->cursor, 64, collect_state, &b);
+            while (more == 1 && t->snap_n < CHUNK_SESSIONS && t->snap_bytes < CHUNK_BYTES)
+                more = sn_store_scan(t->store, &s->cursor, 64, collect_chunk_state, t);
+            for (uint32_t k = 0; k < t->snap_n; k++) {
+                t->snap_items[k].bytes = (const uint8_t *) t->snap_states.data +
+                                         t->snap_items[k].digest;
+                t->snap_items[k].digest = 0;
+            }
             sn_msg_t m = {.type = SN_MSG_SNAP_CHUNK};
             m.u.snap_chunk.snap_id = s->snap_id;
             m.u.snap_chunk.chunk = s->chunk++;
             m.u.snap_chunk.last = more != 1;
             if (m.u.snap_chunk.last)
                 m.u.snap_chunk.cut = s->cut;
-            m.u.snap_chunk.n = b.n;
-            m.u.snap_chunk.states = b.items;
-            send_msg(t, t->router, s->identity, &m);
-            blobs_free(&b);
+            m.u.snap_chunk.n = t->snap_n;
+            m.u.snap_chunk.states = t->snap_items;
+            send_msg_zc(t, t->router, s->identity, &m);
             s->credit--;
             s->done = m.u.snap_chunk.last;
         }
@@ -1261,6 +1420,14 @@ static void serve_snapshots(sn_transport_t *t)
         } else {
             i++;
         }
+    }
+    if (!t->nserving && t->snap_states.alloc) {
+        /* nothing to serve: give the chunk buffers back */
+        msgpack_sbuffer_destroy(&t->snap_states);
+        msgpack_sbuffer_init(&t->snap_states);
+        free(t->snap_items);
+        t->snap_items = NULL;
+        t->cap_snap_items = 0;
     }
 }
 
@@ -1421,12 +1588,14 @@ static void heartbeat(sn_transport_t *t)
         send_msg(t, t->peers[i].dealer, NULL, &m);
 }
 
-static void on_router(sn_transport_t *t)
+/* The on_* readers return true when they stopped at their quota with more
+ * possibly waiting. */
+static bool on_router(sn_transport_t *t)
 {
     for (int turn = 0; turn < TURN_MSGS; turn++) {
         zmsg_t *msg = zmsg_recv_nowait(t->router);
         if (!msg)
-            return;
+            return false;
         zframe_t *identity = zmsg_pop(msg);
         zframe_t *body = zmsg_pop(msg);
         sn_msg_decoded_t dm;
@@ -1451,14 +1620,15 @@ static void on_router(sn_transport_t *t)
         zframe_destroy(&body);
         zmsg_destroy(&msg);
     }
+    return true;
 }
 
-static void on_dealer(sn_transport_t *t, peer_t *p)
+static bool on_dealer(sn_transport_t *t, peer_t *p)
 {
     for (int turn = 0; turn < TURN_MSGS; turn++) {
         zframe_t *body = zframe_recv_nowait(p->dealer);
         if (!body)
-            return;
+            return false;
         count(&t->st.bytes_received, zframe_size(body));
         sn_msg_decoded_t dm;
         if (sn_msg_decode(zframe_data(body), zframe_size(body), &dm)) {
@@ -1476,18 +1646,33 @@ static void on_dealer(sn_transport_t *t, peer_t *p)
         }
         zframe_destroy(&body);
     }
+    return true;
 }
 
-static void on_sub(sn_transport_t *t)
+static bool on_sub(sn_transport_t *t)
 {
     for (int turn = 0; turn < TURN_MSGS; turn++) {
         zframe_t *f = zframe_recv_nowait(t->sub);
         if (!f)
-            return;
+            return false;
         count(&t->st.bytes_received, zframe_size(f));
         on_delta_frame(t, zframe_data(f), zframe_size(f), true);
         zframe_destroy(&f);
     }
+    return true;
+}
+
+/* Reads the actor pipe; false once the actor is told to end. */
+static bool on_pipe(zsock_t *pipe)
+{
+    while (zsock_events(pipe) & ZMQ_POLLIN) {
+        char *cmd = zstr_recv(pipe);
+        bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+        zstr_free(&cmd);
+        if (term)
+            return false;
+    }
+    return true;
 }
 
 static int bind_sockets(sn_transport_t *t)
@@ -1513,6 +1698,11 @@ static int bind_sockets(sn_transport_t *t)
         tlog(t, SN_LOG_ERROR, "cannot bind %s: %s", t->router_ep, zmq_strerror(zmq_errno()));
         return SN_EADDR;
     }
+    if (watch(t, zsock_fd(t->sub), SRC_SUB) < 0 || watch(t, zsock_fd(t->router), SRC_ROUTER) < 0 ||
+        watch(t, t->efd, SRC_QUEUE) < 0) {
+        tlog(t, SN_LOG_ERROR, "epoll: %s", strerror(errno));
+        return SN_ENOMEM;
+    }
     for (char **p = t->peer_list; p && *p; p++)
         peer_add(t, *p);
     return 0;
@@ -1522,7 +1712,9 @@ static void actor_fn(zsock_t *pipe, void *arg)
 {
     sn_transport_t *t = arg;
     /* zactor_new waits for this signal; the outcome travels beside it */
-    t->start_rc = bind_sockets(t);
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    t->start_rc = t->epfd < 0 || watch(t, zsock_fd(pipe), SRC_PIPE) < 0 ? SN_ENOMEM
+                                                                       : bind_sockets(t);
     zsock_signal(pipe, 0);
     if (t->start_rc)
         goto done;
@@ -1536,41 +1728,46 @@ static void actor_fn(zsock_t *pipe, void *arg)
     }
     bool running = true;
     while (running) {
-        zmq_pollitem_t items[4 + PEERS_MAX];
-        int n = 0;
-        items[n++] = (zmq_pollitem_t){zsock_resolve(pipe), 0, ZMQ_POLLIN, 0};
-        items[n++] = (zmq_pollitem_t){NULL, t->efd, ZMQ_POLLIN, 0};
-        items[n++] = (zmq_pollitem_t){zsock_resolve(t->sub), 0, ZMQ_POLLIN, 0};
-        items[n++] = (zmq_pollitem_t){zsock_resolve(t->router), 0, ZMQ_POLLIN, 0};
-        size_t npeers = t->npeers;
-        for (size_t i = 0; i < npeers; i++)
-            items[n++] = (zmq_pollitem_t){zsock_resolve(t->peers[i].dealer), 0, ZMQ_POLLIN, 0};
         now = mono_ms();
         uint64_t next = next_hb < next_repair ? next_hb : next_repair;
-        long timeout = next > now ? (long) (next - now) : 0;
-        bool busy = false;
+        int timeout = next > now ? (int) (next - now) : 0;
+        bool busy = t->gc_shard < sn_store_shards(t->store);
         for (size_t i = 0; i < t->nserving; i++)
             if (t->serving[i].credit)
                 busy = true;
-        if (busy || t->gc_shard < sn_store_shards(t->store))
-            timeout = 0;
-        if (zmq_poll(items, n, timeout) < 0 && zmq_errno() != EINTR)
+        for (size_t i = 0; i < SRC_DEALER + t->npeers; i++)
+            if (t->check[i])
+                busy = true;
+        struct epoll_event ev[16];
+        int n = epoll_wait(t->epfd, ev, 16, busy ? 0 : timeout);
+        if (n < 0 && errno != EINTR) {
+            tlog(t, SN_LOG_ERROR, "epoll_wait: %s", strerror(errno));
             break;
-        if (items[0].revents & ZMQ_POLLIN) {
-            char *cmd = zstr_recv(pipe);
-            if (!cmd || strcmp(cmd, "$TERM") == 0)
-                running = false;
-            zstr_free(&cmd);
         }
-        if (items[1].revents & ZMQ_POLLIN)
+        for (int i = 0; i < n; i++)
+            t->check[ev[i].data.u32] = true;
+        if (t->check[SRC_PIPE]) {
+            t->check[SRC_PIPE] = false;
+            running = on_pipe(pipe);
+        }
+        if (t->check[SRC_QUEUE]) {
+            t->check[SRC_QUEUE] = false;
             publish_local(t);
-        if (items[2].revents & ZMQ_POLLIN)
-            on_sub(t);
-        if (items[3].revents & ZMQ_POLLIN)
-            on_router(t);
-        for (size_t i = 0; i < npeers; i++)
-            if (items[4 + i].revents & ZMQ_POLLIN)
-                on_dealer(t, &t->peers[i]);
+        }
+        if (t->check[SRC_SUB]) {
+            t->check[SRC_SUB] = false;
+            t->check[SRC_SUB] |= on_sub(t);
+        }
+        if (t->check[SRC_ROUTER]) {
+            t->check[SRC_ROUTER] = false;
+            t->check[SRC_ROUTER] |= on_router(t);
+        }
+        for (size_t i = 0; i < t->npeers; i++) {
+            if (t->check[SRC_DEALER + i]) {
+                t->check[SRC_DEALER + i] = false;
+                t->check[SRC_DEALER + i] |= on_dealer(t, &t->peers[i]);
+            }
+        }
         serve_snapshots(t);
         if (t->gc_shard < sn_store_shards(t->store))
             sn_store_gc_step(t->store, &t->gc_stable, &t->gc_shard);
@@ -1611,6 +1808,8 @@ done:
     zsock_destroy(&t->pub);
     zsock_destroy(&t->router);
     zsock_destroy(&t->sub);
+    if (t->epfd >= 0)
+        close(t->epfd);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -1624,6 +1823,13 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
         return NULL;
     t->opt = *o;
     t->efd = -1;
+    t->epfd = -1;
+    msgpack_sbuffer_init(&t->snap_states);
+    t->zc = calloc(1, sizeof *t->zc);
+    if (!t->zc)
+        goto fail;
+    pthread_mutex_init(&t->zc->lock, NULL);
+    t->zc->refs = 1;
     if (snprintf(t->cluster, sizeof t->cluster, "%s", o->cluster) >= (int) sizeof t->cluster ||
         sn_transport_endpoints(o->cluster, t->pub_ep, sizeof t->pub_ep, t->router_ep,
                                sizeof t->router_ep))
@@ -1672,6 +1878,8 @@ fail:
     sn_tracker_destroy(&t->tracker);
     if (t->efd >= 0)
         close(t->efd);
+    if (t->zc)
+        zc_unref(t->zc);
     free(t);
     return NULL;
 }
@@ -1748,6 +1956,9 @@ void sn_transport_destroy(sn_transport_t **self_p)
     for (size_t i = 0; i < t->nparked; i++)
         free(t->parked[i].body);
     free(t->parked);
+    msgpack_sbuffer_destroy(&t->snap_states);
+    free(t->snap_items);
+    zc_unref(t->zc);
     sn_backlog_destroy(&t->backlog);
     sn_tracker_destroy(&t->tracker);
     close(t->efd);

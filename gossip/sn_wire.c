@@ -141,6 +141,17 @@ int sn_wire_encode_delta(const sn_delta_t *d, uint8_t **out, size_t *out_len)
     return sn_wire_finish(&sb, err, out, out_len);
 }
 
+/* Packs a state onto whatever `pk` writes to. */
+static int sn_wire_pack_state(msgpack_packer *pk, const uint8_t *id, uint32_t id_len,
+                              const sn_state_t *st)
+{
+    int err = msgpack_pack_array(pk, SN_WIRE_STATE_FIELDS);
+    err |= sn_mpack_pack_bin(pk, id, id_len);
+    err |= sn_mpack_pack_vv(pk, &st->vv);
+    err |= sn_mpack_pack_vv(pk, &st->dv);
+    return err | sn_wire_pack_tail(pk, st);
+}
+
 int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
                          uint8_t **out, size_t *out_len)
 {
@@ -155,12 +166,27 @@ int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *s
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int err = msgpack_pack_array(&pk, SN_WIRE_STATE_FIELDS);
-    err |= sn_mpack_pack_bin(&pk, id, id_len);
-    err |= sn_mpack_pack_vv(&pk, &st->vv);
-    err |= sn_mpack_pack_vv(&pk, &st->dv);
-    err |= sn_wire_pack_tail(&pk, st);
-    return sn_wire_finish(&sb, err, out, out_len);
+    return sn_wire_finish(&sb, sn_wire_pack_state(&pk, id, id_len, st), out, out_len);
+}
+
+int sn_wire_append_state(msgpack_sbuffer *sb, const uint8_t *id, uint32_t id_len,
+                         const sn_state_t *st)
+{
+    if (!sb || !st || !sn_wire_id_ok(id, id_len))
+        return SN_EINVAL;
+    uint64_t raw = id_len;
+    int rc = sn_wire_state_ok(st, &raw);
+    if (rc)
+        return rc;
+    size_t start = sb->size;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    rc = sn_wire_pack_state(&pk, id, id_len, st) ? SN_ENOMEM : 0;
+    if (!rc && sb->size - start > SN_WIRE_FRAME_MAX)
+        rc = SN_ETOOBIG;
+    if (rc)
+        sb->size = start;
+    return rc;
 }
 
 /* ------------------------------------------------------------ decoding */

@@ -27,6 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "sn_store.h"
 
 /* The largest body accepted or produced: a full session with a few
@@ -62,6 +64,15 @@ int sn_wire_encode_delta(const sn_delta_t *d, uint8_t **out, size_t *out_len);
  */
 int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
                          uint8_t **out, size_t *out_len);
+
+/*
+ * sn_wire_append_state - the same encoding, appended to `sb` (a buffer the
+ * caller keeps across calls, so that a stream of states, such as a
+ * snapshot, costs no allocation per state). Same checks and return values;
+ * on failure sb holds what it held before.
+ */
+int sn_wire_append_state(msgpack_sbuffer *sb, const uint8_t *id, uint32_t id_len,
+                         const sn_state_t *st);
 
 /* A decoded delta. Every pointer inside `delta` (id, vector entries,
  * attributes, their names and values) points into `mem`, one block owned by

@@ -7,7 +7,7 @@
  * shards never meet, and a read holds one lock for a lookup and a copy. The
  * tables double when their load passes 1.
  *
- * A session is one malloc'd block: a small header (chain link, last access,
+ * A session is one block (sn_slab.h): a small header (chain link, last access,
  * hash, lengths), the id, and a canonical body holding everything that is
  * replicated except last_access:
  *
@@ -35,14 +35,16 @@
  * Stamps are hybrid logical clocks that observe every stamp merged, so a
  * write that follows another causally also wins over it.
  *
- * Memory: every block and bucket array is accounted with malloc's usable
- * size. Past the limit, a write evicts from its own shard the least recently
- * used of a sample of alive sessions (Redis's approximate LRU); tombstones
+ * Memory: every block is accounted with its slab class (or malloc's usable
+ * size beyond SN_SLAB_MAX), every bucket array with its size. Past the
+ * limit, a write evicts from its own shard the least recently used of a
+ * sample of alive sessions (Redis's approximate LRU); tombstones
  * are never evicted, because forgetting one could let a stale update
  * resurrect the session.
  */
 #define _GNU_SOURCE
 #include "sn_store.h"
+#include "sn_slab.h"
 
 #include <assert.h>
 #include <malloc.h>
@@ -63,6 +65,7 @@ typedef struct sn_entry {
     uint32_t body_len;
     uint8_t id_len;
     uint8_t alive;               /* body has meta */
+    uint8_t klass;               /* slab class of the block; 0: malloc'd */
     uint8_t data[];              /* id, then body */
 } sn_entry_t;
 
@@ -101,6 +104,7 @@ struct sn_store {
     pthread_mutex_t gc_lock;     /* guards gc_stable */
     sn_vv_t gc_stable;
     node_table_t nodes;
+    sn_slab_t *slab;             /* session blocks up to SN_SLAB_MAX */
 };
 
 /* ---------------------------------------------------------------- basics */
@@ -634,19 +638,50 @@ static uint32_t body_max_inactive(const sn_entry_t *e)
 
 /* ------------------------------------------------------------- shards */
 
-/* What a block really costs: malloc's chunk (usable size + its size word).
- * Bucket arrays are accounted on their own. */
-static size_t entry_cost(const sn_entry_t *e)
+/* Blocks come from the slab (sn_slab.h: pre-faulted pages, no per-block
+ * header) up to SN_SLAB_MAX, from malloc beyond. */
+static sn_entry_t *block_alloc(sn_store_t *self, size_t need)
 {
-    return malloc_usable_size((void *) e) + SN_MALLOC_HEADER;
+    uint8_t klass = sn_slab_class(need);
+    sn_entry_t *e = klass ? sn_slab_alloc(self->slab, klass) : NULL;
+    if (!e) {
+        klass = 0;
+        e = malloc(need);
+    }
+    if (e)
+        e->klass = klass;
+    return e;
 }
 
-/* An upper bound of entry_cost for a block of `need` bytes: glibc's chunks
- * are the request plus the size word, rounded up to 16, at least 32. */
+static void block_free(sn_store_t *self, sn_entry_t *e)
+{
+    if (e && e->klass)
+        sn_slab_free(self->slab, e, e->klass);
+    else
+        free(e);
+}
+
+static size_t block_usable(const sn_entry_t *e)
+{
+    return e->klass ? sn_slab_class_size(e->klass) : malloc_usable_size((void *) e);
+}
+
+/* What a block really costs: its slab class, or malloc's chunk (usable size
+ * + its size word). Bucket arrays are accounted on their own. */
+static size_t entry_cost(const sn_entry_t *e)
+{
+    return e->klass ? sn_slab_class_size(e->klass)
+                    : malloc_usable_size((void *) e) + SN_MALLOC_HEADER;
+}
+
+/* An upper bound of entry_cost for a block of `need` bytes: its slab class,
+ * or glibc's chunk, the request plus the size word rounded up to 16. */
 static size_t cost_bound(size_t need)
 {
-    size_t chunk = (need + SN_MALLOC_HEADER + 15) & ~(size_t) 15;
-    return chunk < 32 ? 32 : chunk;
+    uint8_t klass = sn_slab_class(need);
+    if (klass)
+        return sn_slab_class_size(klass);
+    return (need + SN_MALLOC_HEADER + 15) & ~(size_t) 15;
 }
 
 static shard_t *shard_of(sn_store_t *self, uint64_t h)
@@ -714,7 +749,7 @@ static void unlink_entry(sn_store_t *self, shard_t *sh, sn_entry_t **slot)
     else
         sh->tombstones--;
     account(self, sh, -(int64_t) entry_cost(e));
-    free(e);
+    block_free(self, e);
 }
 
 /* Evicts the least recently used of a sample of alive sessions in the shard,
@@ -792,7 +827,7 @@ static int reserve_block(sn_store_t *self, shard_t *sh, const sn_entry_t *old, s
             return rc;
         *reserved = est - old_cost;
     }
-    *out = malloc(need);
+    *out = block_alloc(self, need);
     if (*out)
         return 0;
     release_room(self, *reserved);
@@ -809,7 +844,7 @@ static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_
     sn_entry_t **slot = find_slot(sh, h, id, id_len);
     sn_entry_t *old = *slot;
     size_t body = body_encode(&self->nodes, st, NULL);
-    assert(offsetof(sn_entry_t, data) + id_len + body <= malloc_usable_size(e));
+    assert(offsetof(sn_entry_t, data) + id_len + body <= block_usable(e));
     e->next = old ? old->next : NULL;
     e->last_access_ms = st->last_access_ms;
     e->body_len = (uint32_t) body;
@@ -826,7 +861,7 @@ static void commit_block(sn_store_t *self, shard_t *sh, uint32_t h, const uint8_
         else
             sh->tombstones--;
         account(self, sh, -(int64_t) entry_cost(old));
-        free(old);
+        block_free(self, old);
     } else {
         sh->count++;
     }
@@ -904,7 +939,10 @@ sn_store_t *sn_store_new(const sn_store_options_t *options)
     while ((1u << self->shard_bits) < ns)
         self->shard_bits++;
     self->shards = calloc(ns, sizeof *self->shards);
-    if (!self->shards) {
+    self->slab = sn_slab_new();
+    if (!self->shards || !self->slab) {
+        free(self->shards);
+        sn_slab_destroy(&self->slab);
         free(self);
         return NULL;
     }
@@ -938,7 +976,8 @@ void sn_store_destroy(sn_store_t **self_p)
                 sn_entry_t *e = sh->buckets[b];
                 while (e) {
                     sn_entry_t *next = e->next;
-                    free(e);
+                    if (!e->klass)
+                        free(e);  /* slab blocks go with their pages below */
                     e = next;
                 }
             }
@@ -946,6 +985,7 @@ void sn_store_destroy(sn_store_t **self_p)
         pthread_mutex_destroy(&sh->lock);
     }
     free(self->shards);
+    sn_slab_destroy(&self->slab);
     free(self->gc_stable.dots);
     pthread_mutex_destroy(&self->gc_lock);
     pthread_mutex_destroy(&self->nodes.lock);
@@ -1182,14 +1222,14 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         dw.st.attrs = &attr;
     }
     /* Other writers may have taken dots meanwhile, and a counter's varint
-     * can be a byte longer than the provisional one. malloc's rounding
+     * can be a byte longer than the provisional one. The class's rounding
      * mostly absorbs it; otherwise the block grows. Only an out-of-memory
      * failure here leaves a sequence number unused. */
     size_t real = block_size(self, &st, id_len);
-    if (real > malloc_usable_size(block)) {
-        sn_entry_t *bigger = realloc(block, real);
+    if (real > block_usable(block)) {
+        sn_entry_t *bigger = block_alloc(self, real);
+        block_free(self, block);
         if (!bigger) {
-            free(block);
             release_room(self, reserved);
             rc = SN_ENOMEM;
             goto out;

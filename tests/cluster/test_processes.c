@@ -117,6 +117,7 @@ static void pick_ports(int n, int *ports)
     int fds[MAX_NODES * 2];
     int nfds = 0;
     for (int i = 0; i < n; i++) {
+        ports[i] = 0;  /* fail_msg below does not return, which gcc cannot see */
         bool found = false;
         for (int attempt = 0; attempt < 200 && !found; attempt++) {
             struct sockaddr_in sa = {.sin_family = AF_INET,

@@ -1,0 +1,61 @@
+/*
+ * sn_slab.h - the store's block allocator: size classes carved from large
+ * mappings whose pages are faulted in ahead of use.
+ *
+ * Sessions are blocks of a few hundred bytes to a few KiB, created at
+ * thousands per second and, on a joining node, by the hundred thousand in a
+ * second. Taken from malloc, every fresh 4 KiB page of them costs a page
+ * fault when first written, and a fault costs ~11 us on our VMs (3 s per GiB;
+ * see ../shared/NOTES.md), more than the rest of storing a session. glibc
+ * also grows a thread's arena a page at a time (one mprotect each), and the
+ * store's writes come from the replication thread's arena.
+ *
+ * So blocks up to SN_SLAB_MAX come from size classes (16-byte steps up to
+ * 2 KiB, then 1/16 steps), carved from 64 KiB pages taken from 4 MiB
+ * mappings; a page is faulted in as a whole when a class takes it
+ * (MADV_POPULATE_WRITE, one call instead of 16 faults; where the kernel lacks
+ * it, pages fault in as usual). A freed block goes on its class's free list
+ * and is reused by the next block of that class; pages go back to the system
+ * only when the store is destroyed, as in memcached's slabs. Larger blocks
+ * use malloc.
+ *
+ * One mutex guards it all: it is taken for a few instructions under a shard
+ * lock, so it is the innermost lock of the store.
+ */
+#ifndef SN_SLAB_H
+#define SN_SLAB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SN_SLAB_MAX (32u * 1024)
+
+typedef struct sn_slab sn_slab_t;
+
+typedef struct {
+    uint64_t mapped;     /* bytes of pages taken from the system */
+    uint64_t in_use;     /* bytes of the classes of the blocks handed out */
+    uint64_t blocks;     /* blocks handed out */
+} sn_slab_stats_t;
+
+sn_slab_t *sn_slab_new(void);
+
+/* Unmaps every page: blocks still handed out become invalid. */
+void sn_slab_destroy(sn_slab_t **self_p);
+
+/* The class of a block of `size` bytes: 1.. for slab sizes, 0 when `size`
+ * is larger than SN_SLAB_MAX (the caller then uses malloc). */
+uint8_t sn_slab_class(size_t size);
+
+/* The usable size of class `klass` (> 0). */
+size_t sn_slab_class_size(uint8_t klass);
+
+/* A block of class `klass`, or NULL when the system refuses memory. */
+void *sn_slab_alloc(sn_slab_t *self, uint8_t klass);
+
+/* Gives back a block of class `klass` that sn_slab_alloc returned. */
+void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass);
+
+void sn_slab_stats(sn_slab_t *self, sn_slab_stats_t *out);
+
+#endif
