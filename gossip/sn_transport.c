@@ -64,9 +64,9 @@
 #define ADDR_MAX 256
 #define PEERS_MAX 256
 #define QUEUE_BYTES_MAX (256u << 20)
-#define CHUNK_SESSIONS 512          /* sessions per snapshot chunk */
-#define CHUNK_BYTES (1u << 20)      /* ...or about this many bytes */
-#define SNAP_CREDIT 4               /* chunks in flight while joining */
+#define CHUNK_SESSIONS 1024        /* sessions per snapshot chunk */
+#define CHUNK_BYTES (256u << 10)   /* ...or about this many bytes */
+#define SNAP_CREDIT 16             /* chunks in flight while joining */
 #define DIGEST_BATCH 1024
 #define REPAIR_MAX 4096             /* pseqs per repair request */
 #define JOIN_BUFFER_MAX (128u << 20)
@@ -943,6 +943,7 @@ static void buffer_for_join(sn_transport_t *t, const uint8_t *buf, size_t len)
 }
 
 static void join_tick(sn_transport_t *t, uint64_t now);
+static void heartbeat(sn_transport_t *t, peer_t *only);
 
 static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
 {
@@ -959,6 +960,7 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
     if (!p)
         return;
     pthread_mutex_lock(&t->mlock);
+    bool first = !p->last_heard_ms || p->node_id != m->sender;
     if (p->node_id && p->node_id != m->sender) {
         /* same address, new process: a new origin */
         tlog(t, SN_LOG_INFO, "peer %s restarted as %016llx", p->address,
@@ -990,6 +992,11 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
     memcpy(p->name, m->u.heartbeat.name, nl);
     p->name[nl] = 0;
     pthread_mutex_unlock(&t->mlock);
+    /* A node met for the first time hears from us at once rather than at
+     * our next heartbeat: a joiner can then ask for its snapshot straight
+     * away. Its answer to us is no longer a first, so this stops there. */
+    if (first)
+        heartbeat(t, p);
     if (t->join_state != J_STREAMING)
         sn_tracker_announce(t->tracker, m->sender, m->u.heartbeat.last_pseq, mono_ms());
     if (t->join_state == J_WAITING)
@@ -1567,13 +1574,15 @@ static void gc_tick(sn_transport_t *t, uint64_t now, const sn_vv_t *mine)
     t->gc_shard = 0;  /* a pass starts: one shard per loop turn */
 }
 
-static void heartbeat(sn_transport_t *t)
+/* Sends our heartbeat on PUB and to every peer, or to `only`. */
+static void heartbeat(sn_transport_t *t, peer_t *only)
 {
     uint64_t now = mono_ms();
     sn_dot_t dots[PEERS_MAX + 1];
     sn_vv_t applied = {0, dots};
     applied_vector(t, now, &applied);
-    gc_tick(t, now, &applied);
+    if (!only)
+        gc_tick(t, now, &applied);
     sn_msg_t m = {.type = SN_MSG_HEARTBEAT};
     m.u.heartbeat.incarnation = t->incarnation;
     m.u.heartbeat.last_pseq = t->pseq;
@@ -1583,6 +1592,10 @@ static void heartbeat(sn_transport_t *t)
     m.u.heartbeat.endpoint_len = (uint32_t) strlen(t->cluster);
     m.u.heartbeat.name = (const uint8_t *) t->name;
     m.u.heartbeat.name_len = (uint32_t) strlen(t->name);
+    if (only) {
+        send_msg(t, only->dealer, NULL, &m);
+        return;
+    }
     send_msg(t, t->pub, NULL, &m);
     for (size_t i = 0; i < t->npeers; i++)
         send_msg(t, t->peers[i].dealer, NULL, &m);
@@ -1787,7 +1800,7 @@ static void actor_fn(zsock_t *pipe, void *arg)
             t->next_antientropy_ms = now + t->opt.antientropy_ms;
         }
         if (now >= next_hb) {
-            heartbeat(t);
+            heartbeat(t, NULL);
             join_tick(t, now);
             sweep_pending(t);
             next_hb = now + t->opt.heartbeat_ms;
