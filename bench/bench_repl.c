@@ -33,6 +33,10 @@
  *    in zmq_recv; C drains too), and Redis (A SETs on the primary and waits
  *    for the reply; B blocks on the replica's keyspace event for each SET it
  *    applies; the second replica just follows).
+ *    The three systems take turns, round after round (3 by default), and
+ *    each percentile quoted is the median over the rounds: a stall of the
+ *    VM (several ms, a few times a second, hitting whichever system is
+ *    running) otherwise decides a single run's p99.
  * 2. Throughput. A writes W sessions as fast as one thread can; B waits
  *    (stats-based: its count of received deltas, every 200 us) until all W
  *    have arrived. The first round creates the sessions and pays the first
@@ -1268,7 +1272,7 @@ static pct_t latencies(const uint64_t *sent, const uint64_t *arrived, int warm, 
 }
 
 typedef struct {
-    int rate, lat_writes, warmup, tput_writes, rounds, join_sessions, poll_us;
+    int rate, lat_writes, warmup, tput_writes, rounds, lat_rounds, join_sessions, poll_us;
     int sizes[4], nsizes;
 } params_t;
 
@@ -1282,6 +1286,7 @@ static void usage(FILE *out)
           "  --warmup N         unmeasured writes before them (default 2000)\n"
           "  --tput-writes N    writes per throughput round, 1 KiB (default 200000)\n"
           "  --rounds R         throughput and join rounds (default 3)\n"
+          "  --lat-rounds R     latency rounds per size, each system in turn (default 3)\n"
           "  --join-sessions N  sessions a joining node copies, 1 KiB (default 100000)\n"
           "  --sizes B,B        value sizes for latency (default 256,1024)\n"
           "  --poll-us N        detectors sleep N us between probes (sessnode: 50x that\n"
@@ -1304,7 +1309,7 @@ static int parse_int(const char *flag, const char *s, int lo, int hi)
 static void parse_args(int argc, char **argv, params_t *p)
 {
     *p = (params_t){.rate = 10000, .lat_writes = 20000, .warmup = 2000, .tput_writes = 200000,
-                    .rounds = 3, .join_sessions = 100000, .poll_us = 20, .sizes = {256, 1024}, .nsizes = 2};
+                    .rounds = 3, .lat_rounds = 3, .join_sessions = 100000, .poll_us = 20, .sizes = {256, 1024}, .nsizes = 2};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -1326,6 +1331,8 @@ static void parse_args(int argc, char **argv, params_t *p)
             p->tput_writes = parse_int(a, v, 100, MAX_SAMPLES);
         else if (!strcmp(a, "--rounds"))
             p->rounds = parse_int(a, v, 1, 20);
+        else if (!strcmp(a, "--lat-rounds"))
+            p->lat_rounds = parse_int(a, v, 1, 9);
         else if (!strcmp(a, "--join-sessions"))
             p->join_sessions = parse_int(a, v, 100, MAX_SAMPLES);
         else if (!strcmp(a, "--poll-us"))
@@ -1422,9 +1429,10 @@ int main(int argc, char **argv)
     printf("  cpu %s, %ld online; sessnode %s, libzmq %d.%d.%d, redis-server %s\n", model,
            sysconf(_SC_NPROCESSORS_ONLN), sn_version(), ZMQ_VERSION_MAJOR, ZMQ_VERSION_MINOR,
            ZMQ_VERSION_PATCH, rver);
-    printf("  latency: %d writes/s, %d measured + %d warm-up per size; throughput: %d x 1 KiB,"
-           " %d rounds; join: %d x 1 KiB, %d rounds\n",
-           p.rate, p.lat_writes, p.warmup, p.tput_writes, p.rounds, p.join_sessions, p.rounds);
+    printf("  latency: %d writes/s, %d measured + %d warm-up per size, %d rounds; throughput:"
+           " %d x 1 KiB, %d rounds; join: %d x 1 KiB, %d rounds\n",
+           p.rate, p.lat_writes, p.warmup, p.lat_rounds, p.tput_writes, p.rounds,
+           p.join_sessions, p.rounds);
     fflush(stdout);
 
     /* The 3-node cluster: every node lists the other two. */
@@ -1470,17 +1478,20 @@ int main(int argc, char **argv)
     uint64_t *sent = xmalloc(MAX_SAMPLES * sizeof *sent);
     uint64_t *arrived = xmalloc(MAX_SAMPLES * sizeof *arrived);
     pct_t lat[4][SYS_COUNT];
-    int lost[4][SYS_COUNT];
+    int lost[4][SYS_COUNT] = {{0}};
     sn_node_stats_t lat_stats[4];
 
     /* ------------------------------------------------ 1. latency */
     printf("\n1. replication latency, one-way, us (arrival on B - send on A)\n");
     for (int si = 0; si < p.nsizes; si++) {
         int size = p.sizes[si];
+        pct_t per[9][SYS_COUNT];
+        for (int lr = 0; lr < p.lat_rounds; lr++)
         for (int sys = 0; sys < SYS_COUNT; sys++) {
             cmd_t w = {.count = total, .size = size, .rate = p.rate};
             cmd_t d = {.count = total, .size = size, .rate = p.poll_us};
-            snprintf(w.prefix, sizeof w.prefix, "lat%d-", size);
+            /* new ids every round: each round creates its sessions */
+            snprintf(w.prefix, sizeof w.prefix, "lat%d-%d-", size, lr);
             memcpy(d.prefix, w.prefix, sizeof d.prefix);
             res_t r;
             double cpu0 = cpu_sum(all_pids, sys == SYS_REDIS ? 6 : 3);
@@ -1513,12 +1524,32 @@ int main(int argc, char **argv)
                 get_reply(&B, R_DONE, arrived);
             }
             double cpu = (cpu_sum(all_pids, sys == SYS_REDIS ? 6 : 3) - cpu0) / total * 1e6;
-            lat[si][sys] = latencies(sent, arrived, p.warmup, total, &lost[si][sys]);
-            printf("  %4d B  %-12s p50 %7.1f  p99 %7.1f  p99.9 %8.1f  max %8.1f  (n %d%s)"
+            int missing;
+            per[lr][sys] = latencies(sent, arrived, p.warmup, total, &missing);
+            lost[si][sys] += missing;
+            printf("  %4d B  %-12s round %d  p50 %7.1f  p99 %7.1f  p99.9 %8.1f  max %8.1f  (n %d%s)"
                    "  cpu %.0f us/write\n",
-                   size, sys_name[sys], lat[si][sys].p50, lat[si][sys].p99, lat[si][sys].p999,
-                   lat[si][sys].max, lat[si][sys].n, lost[si][sys] ? ", some lost" : "", cpu);
+                   size, sys_name[sys], lr, per[lr][sys].p50, per[lr][sys].p99,
+                   per[lr][sys].p999, per[lr][sys].max, per[lr][sys].n,
+                   missing ? ", some lost" : "", cpu);
             fflush(stdout);
+        }
+        for (int sys = 0; sys < SYS_COUNT; sys++) {
+            double v[4][9];
+            pct_t *m = &lat[si][sys];
+            *m = (pct_t){0};
+            for (int lr = 0; lr < p.lat_rounds; lr++) {
+                v[0][lr] = per[lr][sys].p50;
+                v[1][lr] = per[lr][sys].p99;
+                v[2][lr] = per[lr][sys].p999;
+                m->max = per[lr][sys].max > m->max ? per[lr][sys].max : m->max;
+                m->n += per[lr][sys].n;
+            }
+            m->p50 = median(v[0], p.lat_rounds);
+            m->p99 = median(v[1], p.lat_rounds);
+            m->p999 = median(v[2], p.lat_rounds);
+            printf("  %4d B  %-12s median of %d rounds: p50 %7.1f  p99 %7.1f  p99.9 %8.1f\n", size,
+                   sys_name[sys], p.lat_rounds, m->p50, m->p99, m->p999);
         }
         print_stats("B", &lat_stats[si]);
     }

@@ -7,8 +7,8 @@
 #
 # The build goes through CMake (target bench_store in build/). If the project
 # does not configure or build as a whole, the benchmark is compiled on its own
-# from bench/bench_store.c and store/sn_store.c, which is all it needs, and
-# the script says so.
+# from bench/bench_store.c, store/sn_store.c and store/sn_slab.c, which is all
+# it needs, and the script says so.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -37,7 +37,7 @@ if ! cmake_build; then
     # sn_store.c defines _GNU_SOURCE itself, so no -D for it here.
     # shellcheck disable=SC2046
     gcc -std=c11 -O2 -g "${warn[@]}" -Inode/include -Istore \
-        bench/bench_store.c store/sn_store.c \
+        bench/bench_store.c store/sn_store.c store/sn_slab.c \
         $(pkg-config --cflags --libs libczmq) -lpthread -o "$bin"
 fi
 

@@ -97,6 +97,7 @@ typedef struct qitem {
     uint8_t *body;              /* sn_wire delta */
     size_t len;
     uint64_t dot;               /* the delta's store dot; 0 for a touch */
+    uint64_t pseq;              /* once published */
     waiter_t *waiter;
 } qitem_t;
 
@@ -203,6 +204,7 @@ struct sn_transport {
 
     /* actor-owned */
     zsock_t *pub, *router, *sub;
+    msgpack_sbuffer pub_frame;    /* the delta frame being published */
     msgpack_sbuffer snap_states;  /* a chunk's states, kept between chunks */
     sn_msg_blob_t *snap_items;
     uint32_t snap_n, cap_snap_items;
@@ -669,65 +671,92 @@ static void dot_published(sn_transport_t *t, uint64_t dot)
     t->ndots_ahead++;
 }
 
+/* Gives a published delta's waiter to the pending acknowledgements (under
+ * qlock). */
+static void await_acks(sn_transport_t *t, waiter_t *w, uint64_t pseq)
+{
+    if (w->abandoned) {
+        waiter_unref(w);
+        return;
+    }
+    if (t->npending == t->cap_pending) {
+        size_t cap = t->cap_pending ? 2 * t->cap_pending : 64;
+        pending_ack_t *p = realloc(t->pending, cap * sizeof *p);
+        if (p) {
+            t->pending = p;
+            t->cap_pending = cap;
+        }
+    }
+    if (t->npending < t->cap_pending)
+        t->pending[t->npending++] = (pending_ack_t){.pseq = pseq, .waiter = w};
+    else
+        waiter_unref(w);
+}
+
 static void publish_local(sn_transport_t *t)
 {
     uint64_t drained;
     ssize_t n = read(t->efd, &drained, sizeof drained);
     (void) n;
-    for (int turn = 0; turn < TURN_WRITES; turn++) {
-        pthread_mutex_lock(&t->qlock);
-        qitem_t *it = t->qhead;
-        if (it) {
-            t->qhead = it->next;
-            if (!t->qhead)
-                t->qtail = NULL;
-            t->qbytes -= it->len;
-        }
-        pthread_mutex_unlock(&t->qlock);
-        if (!it)
-            return;
+    /* Up to TURN_WRITES deltas leave the queue under one lock. */
+    pthread_mutex_lock(&t->qlock);
+    qitem_t *batch = t->qhead, *last = NULL;
+    int taken = 0;
+    for (qitem_t *it = batch; it && taken < TURN_WRITES; it = it->next, taken++) {
+        t->qbytes -= it->len;
+        last = it;
+    }
+    if (last) {
+        t->qhead = last->next;
+        if (!t->qhead)
+            t->qtail = NULL;
+        last->next = NULL;
+    }
+    bool more = t->qhead != NULL;
+    pthread_mutex_unlock(&t->qlock);
+
+    bool waiters = false;
+    for (qitem_t *it = batch; it; it = it->next) {
         sn_msg_t m = {.type = SN_MSG_DELTA};
         m.u.delta.pseq = ++t->pseq;
         m.u.delta.flags = it->waiter ? SN_MSG_F_ACK : 0;
         m.u.delta.body = it->body;
         m.u.delta.body_len = (uint32_t) it->len;
         m.sender = t->opt.node_id;
-        uint8_t *buf;
-        size_t len;
-        if (sn_msg_encode(&m, &buf, &len) == 0) {
-            sn_backlog_push(t->backlog, m.u.delta.pseq, m.u.delta.flags, buf, len);
-            send_bytes(t, t->pub, NULL, buf, len);
-            free(buf);
+        if (sn_msg_encode_into(&m, &t->pub_frame) == 0) {
+            const uint8_t *buf = (const uint8_t *) t->pub_frame.data;
+            sn_backlog_push(t->backlog, m.u.delta.pseq, m.u.delta.flags, buf,
+                            t->pub_frame.size);
+            send_bytes(t, t->pub, NULL, buf, t->pub_frame.size);
             count(&t->st.deltas_sent, 1);
         }
         dot_published(t, it->dot);
+        it->pseq = m.u.delta.pseq;
+        waiters |= it->waiter != NULL;
+    }
+    if (waiters) {
         pthread_mutex_lock(&t->qlock);
-        if (it->waiter) {
-            if (it->waiter->abandoned) {
-                waiter_unref(it->waiter);
-            } else {
-                if (t->npending == t->cap_pending) {
-                    size_t cap = t->cap_pending ? 2 * t->cap_pending : 64;
-                    pending_ack_t *p = realloc(t->pending, cap * sizeof *p);
-                    if (p) {
-                        t->pending = p;
-                        t->cap_pending = cap;
-                    }
-                }
-                if (t->npending < t->cap_pending)
-                    t->pending[t->npending++] = (pending_ack_t){.pseq = m.u.delta.pseq,
-                                                                .waiter = it->waiter};
-                else
-                    waiter_unref(it->waiter);
-            }
-        }
+        for (qitem_t *it = batch; it; it = it->next)
+            if (it->waiter)
+                await_acks(t, it->waiter, it->pseq);
         pthread_mutex_unlock(&t->qlock);
+    }
+    while (batch) {
+        qitem_t *it = batch;
+        batch = it->next;
         free(it->body);
         free(it);
     }
-    /* more left: wake ourselves again */
-    uint64_t one = 1;
-    n = write(t->efd, &one, sizeof one);
+    if (more) {
+        /* more left: wake ourselves again */
+        uint64_t one = 1;
+        n = write(t->efd, &one, sizeof one);
+    }
+    if (t->pub_frame.alloc > (1u << 20)) {
+        /* a big write passed: do not keep its buffer */
+        msgpack_sbuffer_destroy(&t->pub_frame);
+        msgpack_sbuffer_init(&t->pub_frame);
+    }
 }
 
 static void on_ack(sn_transport_t *t, const sn_msg_t *m)
@@ -1838,6 +1867,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     t->efd = -1;
     t->epfd = -1;
     msgpack_sbuffer_init(&t->snap_states);
+    msgpack_sbuffer_init(&t->pub_frame);
     t->zc = calloc(1, sizeof *t->zc);
     if (!t->zc)
         goto fail;
@@ -1970,6 +2000,7 @@ void sn_transport_destroy(sn_transport_t **self_p)
         free(t->parked[i].body);
     free(t->parked);
     msgpack_sbuffer_destroy(&t->snap_states);
+    msgpack_sbuffer_destroy(&t->pub_frame);
     free(t->snap_items);
     zc_unref(t->zc);
     sn_backlog_destroy(&t->backlog);

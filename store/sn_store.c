@@ -105,6 +105,7 @@ struct sn_store {
     sn_vv_t gc_stable;
     node_table_t nodes;
     sn_slab_t *slab;             /* session blocks up to SN_SLAB_MAX */
+    bool own_slab;
 };
 
 /* ---------------------------------------------------------------- basics */
@@ -939,10 +940,12 @@ sn_store_t *sn_store_new(const sn_store_options_t *options)
     while ((1u << self->shard_bits) < ns)
         self->shard_bits++;
     self->shards = calloc(ns, sizeof *self->shards);
-    self->slab = sn_slab_new();
+    self->own_slab = !options->slab;
+    self->slab = self->own_slab ? sn_slab_new() : options->slab;
     if (!self->shards || !self->slab) {
         free(self->shards);
-        sn_slab_destroy(&self->slab);
+        if (self->own_slab)
+            sn_slab_destroy(&self->slab);
         free(self);
         return NULL;
     }
@@ -976,8 +979,8 @@ void sn_store_destroy(sn_store_t **self_p)
                 sn_entry_t *e = sh->buckets[b];
                 while (e) {
                     sn_entry_t *next = e->next;
-                    if (!e->klass)
-                        free(e);  /* slab blocks go with their pages below */
+                    if (!e->klass || !self->own_slab)
+                        block_free(self, e);  /* else they go with the pages below */
                     e = next;
                 }
             }
@@ -985,7 +988,8 @@ void sn_store_destroy(sn_store_t **self_p)
         pthread_mutex_destroy(&sh->lock);
     }
     free(self->shards);
-    sn_slab_destroy(&self->slab);
+    if (self->own_slab)
+        sn_slab_destroy(&self->slab);
     free(self->gc_stable.dots);
     pthread_mutex_destroy(&self->gc_lock);
     pthread_mutex_destroy(&self->nodes.lock);

@@ -130,6 +130,9 @@ typedef struct {
     sn_delta_sink_fn sink;       /* may be NULL */
     void *sink_arg;
     uint64_t hash_seed;          /* 0 = random */
+    struct sn_slab *slab;        /* blocks from this slab (sn_slab.h), which must outlive
+                                    the store; NULL = the store's own, whose pages go back
+                                    to the system with the store */
 } sn_store_options_t;
 
 typedef struct {

@@ -1,0 +1,212 @@
+/*
+ * test_slab.c - the store's block allocator (store/sn_slab.c).
+ *
+ * Classes cover every size up to SN_SLAB_MAX with little waste and grow
+ * with the size; blocks are usable over their whole class size, never
+ * overlap, survive other blocks coming and going, and freed blocks are
+ * reused; the counters follow; threads allocating and freeing at once get
+ * distinct blocks.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "sn_slab.h"
+
+static void test_classes(void **state)
+{
+    (void) state;
+    assert_int_equal(sn_slab_class(SN_SLAB_MAX + 1), 0);
+    assert_int_equal(sn_slab_class_size(0), 0);
+    uint8_t prev = 0;
+    for (size_t size = 1; size <= SN_SLAB_MAX; size++) {
+        uint8_t k = sn_slab_class(size);
+        assert_true(k >= 1);
+        assert_true(k >= prev);  /* larger sizes never map to smaller classes */
+        prev = k;
+        size_t cs = sn_slab_class_size(k);
+        assert_true(cs >= size);
+        assert_int_equal(cs % 16, 0);
+        /* the class below is too small, so this is the tightest class */
+        if (k > 1)
+            assert_true(sn_slab_class_size((uint8_t) (k - 1)) < size);
+        /* waste: at most 15 bytes up to 2 KiB, at most ~1/16 beyond */
+        if (size <= 2048 && size >= 32)
+            assert_true(cs - size <= 15);
+        else if (size > 2048)
+            assert_true(cs - size <= size / 16 + 16);
+    }
+    assert_int_equal(sn_slab_class_size(sn_slab_class(SN_SLAB_MAX)), SN_SLAB_MAX);
+}
+
+/* Fills a block with a pattern that names it. */
+static void stamp(uint8_t *b, size_t n, uint32_t tag)
+{
+    for (size_t i = 0; i < n; i++)
+        b[i] = (uint8_t) (tag * 131u + i);
+}
+
+static int stamped(const uint8_t *b, size_t n, uint32_t tag)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i] != (uint8_t) (tag * 131u + i))
+            return 0;
+    return 1;
+}
+
+static void test_blocks_hold_their_bytes(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    assert_non_null(s);
+    /* several classes, enough blocks to span many pages of each */
+    const size_t sizes[] = {1, 40, 200, 1100, 2048, 3000, 9000, SN_SLAB_MAX};
+    enum { PER = 300 };
+    uint8_t *blocks[8][PER];
+    for (int c = 0; c < 8; c++) {
+        uint8_t k = sn_slab_class(sizes[c]);
+        for (int i = 0; i < PER; i++) {
+            blocks[c][i] = sn_slab_alloc(s, k);
+            assert_non_null(blocks[c][i]);
+            stamp(blocks[c][i], sn_slab_class_size(k), (uint32_t) (c * PER + i));
+        }
+    }
+    sn_slab_stats_t st;
+    sn_slab_stats(s, &st);
+    assert_int_equal(st.blocks, 8 * PER);
+    uint64_t in_use = 0;
+    for (int c = 0; c < 8; c++)
+        in_use += PER * sn_slab_class_size(sn_slab_class(sizes[c]));
+    assert_int_equal(st.in_use, in_use);
+    assert_true(st.mapped >= st.in_use);
+
+    /* free every other block, allocate again: the freed ones come back,
+     * and nobody else's bytes changed */
+    for (int c = 0; c < 8; c++) {
+        uint8_t k = sn_slab_class(sizes[c]);
+        for (int i = 0; i < PER; i += 2)
+            sn_slab_free(s, blocks[c][i], k);
+    }
+    sn_slab_stats_t half;
+    sn_slab_stats(s, &half);
+    assert_int_equal(half.blocks, 8 * PER / 2);
+    for (int c = 0; c < 8; c++) {
+        uint8_t k = sn_slab_class(sizes[c]);
+        uint8_t *freed[PER / 2];
+        for (int j = 0; j < PER / 2; j++)
+            freed[j] = blocks[c][2 * j];
+        for (int i = 0; i < PER; i += 2) {
+            uint8_t *b = sn_slab_alloc(s, k);
+            int found = 0;
+            for (int j = 0; j < PER / 2; j++)
+                found |= b == freed[j];
+            assert_true(found);  /* reused, not carved anew */
+            blocks[c][i] = b;
+            stamp(b, sn_slab_class_size(k), (uint32_t) (c * PER + i));
+        }
+    }
+    sn_slab_stats_t again;
+    sn_slab_stats(s, &again);
+    assert_int_equal(again.mapped, st.mapped);
+    for (int c = 0; c < 8; c++) {
+        size_t n = sn_slab_class_size(sn_slab_class(sizes[c]));
+        for (int i = 0; i < PER; i++)
+            assert_true(stamped(blocks[c][i], n, (uint32_t) (c * PER + i)));
+    }
+    sn_slab_destroy(&s);
+    assert_null(s);
+    sn_slab_destroy(&s);  /* harmless */
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    assert_null(sn_slab_alloc(s, 0));
+    assert_null(sn_slab_alloc(s, 255));
+    assert_null(sn_slab_alloc(NULL, 1));
+    sn_slab_free(s, NULL, 1);
+    sn_slab_free(NULL, NULL, 1);
+    sn_slab_stats_t st;
+    sn_slab_stats(NULL, &st);
+    assert_int_equal(st.blocks, 0);
+    sn_slab_destroy(&s);
+}
+
+typedef struct {
+    sn_slab_t *slab;
+    uint32_t tag;
+    int ok;
+} worker_t;
+
+static void *worker(void *arg)
+{
+    worker_t *w = arg;
+    enum { LIVE = 64, ROUNDS = 20000 };
+    uint8_t *live[LIVE] = {0};
+    uint8_t klass[LIVE] = {0};
+    uint32_t seed = w->tag * 2654435761u + 1;
+    w->ok = 1;
+    for (int r = 0; r < ROUNDS; r++) {
+        seed = seed * 1103515245u + 12345u;
+        int i = (int) ((seed >> 8) % LIVE);
+        if (live[i]) {
+            if (!stamped(live[i], sn_slab_class_size(klass[i]), w->tag + (uint32_t) i))
+                w->ok = 0;
+            sn_slab_free(w->slab, live[i], klass[i]);
+            live[i] = NULL;
+        } else {
+            klass[i] = sn_slab_class(1 + (seed >> 12) % 3000);
+            live[i] = sn_slab_alloc(w->slab, klass[i]);
+            if (!live[i]) {
+                w->ok = 0;
+                break;
+            }
+            stamp(live[i], sn_slab_class_size(klass[i]), w->tag + (uint32_t) i);
+        }
+    }
+    for (int i = 0; i < LIVE; i++)
+        if (live[i])
+            sn_slab_free(w->slab, live[i], klass[i]);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    enum { T = 4 };
+    pthread_t th[T];
+    worker_t w[T];
+    for (int i = 0; i < T; i++) {
+        w[i] = (worker_t){.slab = s, .tag = (uint32_t) (i + 1) * 1000};
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &w[i]), 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(w[i].ok);
+    }
+    sn_slab_stats_t st;
+    sn_slab_stats(s, &st);
+    assert_int_equal(st.blocks, 0);
+    assert_int_equal(st.in_use, 0);
+    sn_slab_destroy(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_classes),
+        cmocka_unit_test(test_blocks_hold_their_bytes),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
