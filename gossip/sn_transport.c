@@ -52,7 +52,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -178,7 +178,7 @@ struct sn_transport {
     sn_store_t *store;
     zactor_t *actor;
     int start_rc;               /* set by the actor before its first signal */
-    int efd;
+    int wake[2];                /* pipe: writers -> actor */
 
     pthread_mutex_t qlock;      /* queue, pending acks, waiters */
     qitem_t *qhead, *qtail;
@@ -583,8 +583,8 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
     t->qbytes += it->len;
     pthread_mutex_unlock(&t->qlock);
     if (was_empty) {
-        uint64_t one = 1;
-        ssize_t n = write(t->efd, &one, sizeof one);
+        uint8_t one = 1;
+        ssize_t n = write(t->wake[1], &one, 1);
         (void) n;  /* a full counter still wakes the actor */
     }
 }
@@ -695,8 +695,8 @@ static void await_acks(sn_transport_t *t, waiter_t *w, uint64_t pseq)
 
 static void publish_local(sn_transport_t *t)
 {
-    uint64_t drained;
-    ssize_t n = read(t->efd, &drained, sizeof drained);
+    uint8_t drained[64];
+    ssize_t n = read(t->wake[0], drained, sizeof drained);
     (void) n;
     /* Up to TURN_WRITES deltas leave the queue under one lock. */
     pthread_mutex_lock(&t->qlock);
@@ -749,8 +749,8 @@ static void publish_local(sn_transport_t *t)
     }
     if (more) {
         /* more left: wake ourselves again */
-        uint64_t one = 1;
-        n = write(t->efd, &one, sizeof one);
+        uint8_t one = 1;
+        n = write(t->wake[1], &one, 1);
     }
     if (t->pub_frame.alloc > (1u << 20)) {
         /* a big write passed: do not keep its buffer */
@@ -1741,7 +1741,7 @@ static int bind_sockets(sn_transport_t *t)
         return SN_EADDR;
     }
     if (watch(t, zsock_fd(t->sub), SRC_SUB) < 0 || watch(t, zsock_fd(t->router), SRC_ROUTER) < 0 ||
-        watch(t, t->efd, SRC_QUEUE) < 0) {
+        watch(t, t->wake[0], SRC_QUEUE) < 0) {
         tlog(t, SN_LOG_ERROR, "epoll: %s", strerror(errno));
         return SN_ENOMEM;
     }
@@ -1864,7 +1864,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     if (!t)
         return NULL;
     t->opt = *o;
-    t->efd = -1;
+    t->wake[0] = t->wake[1] = -1;
     t->epfd = -1;
     msgpack_sbuffer_init(&t->snap_states);
     msgpack_sbuffer_init(&t->pub_frame);
@@ -1895,8 +1895,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     t->opt.peers = NULL;
     t->backlog = sn_backlog_new(o->backlog_bytes ? o->backlog_bytes : (64u << 20), 1u << 20);
     t->tracker = sn_tracker_new();
-    t->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (!t->backlog || !t->tracker || t->efd < 0)
+    if (!t->backlog || !t->tracker || pipe2(t->wake, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
     pthread_mutex_init(&t->qlock, NULL);
     pthread_mutex_init(&t->mlock, NULL);
@@ -1919,8 +1918,10 @@ fail:
     free(t->peer_list);
     sn_backlog_destroy(&t->backlog);
     sn_tracker_destroy(&t->tracker);
-    if (t->efd >= 0)
-        close(t->efd);
+    if (t->wake[0] >= 0) {
+        close(t->wake[0]);
+        close(t->wake[1]);
+    }
     if (t->zc)
         zc_unref(t->zc);
     free(t);
@@ -2005,7 +2006,8 @@ void sn_transport_destroy(sn_transport_t **self_p)
     zc_unref(t->zc);
     sn_backlog_destroy(&t->backlog);
     sn_tracker_destroy(&t->tracker);
-    close(t->efd);
+    close(t->wake[0]);
+    close(t->wake[1]);
     pthread_mutex_destroy(&t->qlock);
     pthread_mutex_destroy(&t->mlock);
     pthread_mutex_destroy(&t->rlock);
