@@ -352,22 +352,36 @@ static void bench_sink(const sn_delta_t *d, void *arg)
 
 static uint32_t g_touch_interval;
 
-/* Every store of the run takes its blocks from this one slab, as every
- * zhashx takes them from the one malloc heap: a store gives its pages back
- * to the system when it has a slab of its own, and the rounds after the
- * first fill are meant to measure the tables, not the VM's page faults. */
+/* The timed stores take their blocks from this one slab, as every zhashx
+ * takes them from the one malloc heap: a store with a slab of its own gives
+ * its pages back to the system, and the rounds after the first fill are
+ * meant to measure the tables, not the VM's page faults. Between rounds the
+ * slab is reset, so the next store is carved in address order from pages
+ * already faulted in, as malloc refills the heap a destroyed table left. */
 static sn_slab_t *g_slab;
+
+static sn_store_t *store_new_with(uint64_t node_id, capture_t *cap, sn_slab_t *slab)
+{
+    sn_store_options_t o = {.node_id = node_id, .sink = bench_sink, .sink_arg = cap,
+                            .touch_interval_ms = g_touch_interval, .slab = slab};
+    sn_store_t *s = sn_store_new(&o);
+    if (!s)
+        die("sn_store_new failed");
+    return s;
+}
 
 static sn_store_t *store_new(uint64_t node_id, capture_t *cap)
 {
     if (!g_slab && !(g_slab = sn_slab_new()))
         die("sn_slab_new failed");
-    sn_store_options_t o = {.node_id = node_id, .sink = bench_sink, .sink_arg = cap,
-                            .touch_interval_ms = g_touch_interval, .slab = g_slab};
-    sn_store_t *s = sn_store_new(&o);
-    if (!s)
-        die("sn_store_new failed");
-    return s;
+    return store_new_with(node_id, cap, g_slab);
+}
+
+static void store_free(sn_store_t **s)
+{
+    sn_store_destroy(s);
+    if (sn_slab_reset(g_slab))
+        die("a store still holds blocks of the shared slab");
 }
 
 /* The reference's value: a length and the bytes, so a read can hand back
@@ -675,7 +689,7 @@ int main(int argc, char **argv)
         die("store holds %" PRIu64 " sessions after %zu puts", st.sessions, f.n);
     mem.store_acct = (double) st.bytes / (double) f.n - (double) f.vsize;
     zhashx_destroy(&ref);
-    sn_store_destroy(&store);
+    store_free(&store);
 
     /* Put rounds on reused memory; the order alternates so that drift in
      * the machine's speed hits both sides alike. */
@@ -689,7 +703,7 @@ int main(int argc, char **argv)
             } else {
                 store = store_new(1, &cap);
                 add(&ph[PH_PUT].store, fill_store(&f, store));
-                sn_store_destroy(&store);
+                store_free(&store);
             }
         }
     }
@@ -698,7 +712,7 @@ int main(int argc, char **argv)
      * delta (untimed: the copies would weigh on the put figure). */
     cap.recs = xmalloc(f.n * sizeof *cap.recs);
     cap.values = xmalloc(f.n * f.vsize);
-    store = store_new(1, &cap);
+    store = store_new_with(1, &cap, NULL);  /* lives beside the replicas */
     cap.on = true;
     fill_store(&f, store);
     cap.on = false;
@@ -774,7 +788,7 @@ int main(int argc, char **argv)
                     if (sum != f.expect_sum)
                         die("the replica returned the wrong values");
                 }
-                sn_store_destroy(&replica);
+                store_free(&replica);
             }
         }
     }

@@ -33,14 +33,16 @@
 #define UNPOISON(p, n) ((void) (p), (void) (n))
 #endif
 
-#define PAGE (64u * 1024)
+#define PAGE (64u * 1024)       /* faulted in at a time */
+#define RUN (1024u * 1024)       /* address space a class carves from at a time */
 #define REGION (4u * 1024 * 1024)
 #define FINE_MAX 2048u           /* 16-byte steps up to here */
 #define CLASSES_MAX 256
 
 typedef struct {
     void *free;                  /* freed blocks, linked through their first word */
-    char *bump, *end;            /* the rest of the class's current page */
+    char *bump, *end;            /* the faulted-in rest of the class's run */
+    char *limit;                 /* the end of its run */
     uint64_t blocks;
 } class_t;
 
@@ -50,6 +52,7 @@ struct sn_slab {
     char *next, *limit;          /* the rest of the current region */
     char **regions;
     size_t nregions, cap_regions;
+    size_t used_regions;         /* regions carved from since the last reset */
     uint64_t mapped, in_use, blocks;
 };
 
@@ -124,10 +127,16 @@ void sn_slab_destroy(sn_slab_t **self_p)
     *self_p = NULL;
 }
 
-/* A fresh page, faulted in; NULL when the system refuses memory. */
-static char *take_page(sn_slab_t *self)
+/* A fresh run of address space, not yet faulted in; NULL when the system
+ * refuses memory. A class carves its blocks from one run end to end, across
+ * page boundaries, so only the run's last block wastes space. */
+static char *take_run(sn_slab_t *self)
 {
-    if (self->next == self->limit) {
+    if (self->next == self->limit && self->used_regions < self->nregions) {
+        char *r = self->regions[self->used_regions++];  /* kept by a reset */
+        self->next = r;
+        self->limit = r + REGION;
+    } else if (self->next == self->limit) {
         if (self->nregions == self->cap_regions) {
             size_t cap = self->cap_regions ? 2 * self->cap_regions : 16;
             char **r = realloc(self->regions, cap * sizeof *r);
@@ -137,22 +146,39 @@ static char *take_page(sn_slab_t *self)
             self->cap_regions = cap;
         }
         /* MAP_NORESERVE: a region is address space until its pages are
-         * taken one by one */
+         * faulted in */
         char *r = mmap(NULL, REGION, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (r == MAP_FAILED)
             return NULL;
         POISON(r, REGION);
         self->regions[self->nregions++] = r;
+        self->used_regions = self->nregions;
         self->next = r;
         self->limit = r + REGION;
     }
-    char *page = self->next;
-    self->next += PAGE;
+    char *run = self->next;
+    self->next += RUN;
+    return run;
+}
+
+/* Makes room for a block of `size` at c->bump: faults in the next page of
+ * the run, or starts a new run. */
+static bool grow_class(sn_slab_t *self, class_t *c, size_t size)
+{
+    if (!c->limit || c->limit - c->end < (ptrdiff_t) PAGE ||
+        (size_t) (c->end + PAGE - c->bump) < size) {
+        char *run = take_run(self);
+        if (!run)
+            return false;
+        c->bump = c->end = run;
+        c->limit = run + RUN;
+    }
+    /* best effort: without it the page faults in 4 KiB at a time */
+    (void) madvise(c->end, PAGE, MADV_POPULATE_WRITE);
+    c->end += PAGE;
     self->mapped += PAGE;
-    /* best effort: without it the page faults in block by block */
-    (void) madvise(page, PAGE, MADV_POPULATE_WRITE);
-    return page;
+    return true;
 }
 
 void *sn_slab_alloc(sn_slab_t *self, uint8_t klass)
@@ -168,13 +194,8 @@ void *sn_slab_alloc(sn_slab_t *self, uint8_t klass)
         UNPOISON(b, size);
         memcpy(&c->free, b, sizeof(void *));
     } else {
-        if ((size_t) (c->end - c->bump) < size) {
-            char *page = take_page(self);
-            if (page) {
-                c->bump = page;
-                c->end = page + PAGE;
-            }
-        }
+        if ((size_t) (c->end - c->bump) < size)
+            grow_class(self, c, size);
         if ((size_t) (c->end - c->bump) >= size) {
             b = c->bump;
             c->bump += size;
@@ -204,6 +225,24 @@ void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass)
     self->blocks--;
     self->in_use -= size;
     pthread_mutex_unlock(&self->lock);
+}
+
+int sn_slab_reset(sn_slab_t *self)
+{
+    if (!self)
+        return -1;
+    pthread_mutex_lock(&self->lock);
+    int rc = self->blocks ? -1 : 0;
+    if (!rc) {
+        memset(self->cls, 0, sizeof self->cls);
+        for (size_t i = 0; i < self->nregions; i++)
+            POISON(self->regions[i], REGION);
+        self->used_regions = 0;
+        self->next = self->limit = NULL;
+        self->mapped = 0;
+    }
+    pthread_mutex_unlock(&self->lock);
+    return rc;
 }
 
 void sn_slab_stats(sn_slab_t *self, sn_slab_stats_t *out)

@@ -11,8 +11,8 @@
  * store's writes come from the replication thread's arena.
  *
  * So blocks up to SN_SLAB_MAX come from size classes (16-byte steps up to
- * 2 KiB, then 1/16 steps), carved from 64 KiB pages taken from 4 MiB
- * mappings; a page is faulted in as a whole when a class takes it
+ * 2 KiB, then 1/16 steps), carved end to end from 1 MiB runs of 4 MiB
+ * mappings, each run faulted in 64 KiB ahead of the class's next block
  * (MADV_POPULATE_WRITE, one call instead of 16 faults; where the kernel lacks
  * it, pages fault in as usual). A freed block goes on its class's free list
  * and is reused by the next block of that class; pages go back to the system
@@ -55,6 +55,12 @@ void *sn_slab_alloc(sn_slab_t *self, uint8_t klass);
 
 /* Gives back a block of class `klass` that sn_slab_alloc returned. */
 void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass);
+
+/* Forgets every block and starts carving again from the first page, keeping
+ * the pages (and their faults paid): for a process that fills and empties
+ * stores in turn, such as a benchmark. Refused (-1) while any block is
+ * handed out; 0 otherwise. `mapped` restarts from 0. */
+int sn_slab_reset(sn_slab_t *self);
 
 void sn_slab_stats(sn_slab_t *self, sn_slab_stats_t *out);
 

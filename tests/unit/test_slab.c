@@ -4,8 +4,8 @@
  * Classes cover every size up to SN_SLAB_MAX with little waste and grow
  * with the size; blocks are usable over their whole class size, never
  * overlap, survive other blocks coming and going, and freed blocks are
- * reused; the counters follow; threads allocating and freeing at once get
- * distinct blocks.
+ * reused; the counters follow; a reset carves again from the first page;
+ * threads allocating and freeing at once get distinct blocks.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -140,6 +140,38 @@ static void test_bad_arguments(void **state)
     sn_slab_destroy(&s);
 }
 
+static void test_reset(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    uint8_t k = sn_slab_class(1000);
+    enum { N = 500 };
+    uint8_t *first[N];
+    for (int i = 0; i < N; i++)
+        first[i] = sn_slab_alloc(s, k);
+    assert_int_equal(sn_slab_reset(s), -1);  /* blocks are out */
+    for (int i = N - 1; i >= 0; i--)
+        sn_slab_free(s, first[i], k);
+    assert_int_equal(sn_slab_reset(s), 0);
+    sn_slab_stats_t st;
+    sn_slab_stats(s, &st);
+    assert_int_equal(st.mapped, 0);
+    /* carving starts over in address order, on the same pages, and a block
+     * of another class is not handed an address still in use */
+    for (int i = 0; i < N; i++) {
+        uint8_t *b = sn_slab_alloc(s, k);
+        assert_ptr_equal(b, first[i]);
+        stamp(b, sn_slab_class_size(k), (uint32_t) i);
+    }
+    uint8_t *other = sn_slab_alloc(s, sn_slab_class(5000));
+    assert_non_null(other);
+    stamp(other, sn_slab_class_size(sn_slab_class(5000)), 9999);
+    for (int i = 0; i < N; i++)
+        assert_true(stamped(first[i], sn_slab_class_size(k), (uint32_t) i));
+    assert_int_equal(sn_slab_reset(NULL), -1);
+    sn_slab_destroy(&s);
+}
+
 typedef struct {
     sn_slab_t *slab;
     uint32_t tag;
@@ -206,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_classes),
         cmocka_unit_test(test_blocks_hold_their_bytes),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_reset),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
