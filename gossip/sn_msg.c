@@ -44,7 +44,7 @@
 #define SN_MSG_HEAD_FIELDS 3
 #define SN_MSG_ENTRY_FIELDS 3    /* repair entry: pseq, flags, body */
 #define SN_MSG_DIGEST_FIELDS 2   /* digest entry: id, digest */
-#define SN_MSG_TYPE_MAX SN_MSG_ACK
+#define SN_MSG_TYPE_MAX SN_MSG_DELTAS
 
 /* Fields after the head, per type. */
 static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
@@ -60,6 +60,7 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_FETCH_REQ] = 1,
     [SN_MSG_FETCH_REP] = 1,
     [SN_MSG_ACK] = 2,
+    [SN_MSG_DELTAS] = 1,
 };
 
 static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
@@ -75,6 +76,7 @@ static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_FETCH_REQ] = "fetch_req",
     [SN_MSG_FETCH_REP] = "fetch_rep",
     [SN_MSG_ACK] = "ack",
+    [SN_MSG_DELTAS] = "deltas",
 };
 
 const char *sn_msg_type_name(int type)
@@ -106,6 +108,17 @@ static bool sn_msg_blobs_ok(const sn_msg_blob_t *b, uint32_t n, uint32_t min, ui
             return false;
         *raw += b[i].len;
     }
+    return true;
+}
+
+/* DELTAS carries publish sequences p, p+1, ... with p >= 1 and no wrap. */
+static bool sn_msg_entries_consecutive(const sn_msg_entry_t *e, uint32_t n)
+{
+    if (e[0].pseq == 0 || e[0].pseq > UINT64_MAX - n)
+        return false;
+    for (uint32_t i = 1; i < n; i++)
+        if (e[i].pseq != e[0].pseq + i)
+            return false;
     return true;
 }
 
@@ -142,6 +155,18 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
         }
         return 0;
     }
+    case SN_MSG_DELTAS: {
+        uint32_t n = m->u.deltas.n;
+        const sn_msg_entry_t *e = m->u.deltas.entries;
+        if (n == 0 || n > SN_MSG_ITEMS_MAX || !e || !sn_msg_entries_consecutive(e, n))
+            return SN_EINVAL;
+        for (uint32_t i = 0; i < n; i++) {
+            if (!sn_msg_bytes_ok(e[i].body, e[i].body_len, 1, SN_WIRE_FRAME_MAX))
+                return SN_EINVAL;
+            *raw += e[i].body_len;
+        }
+        return 0;
+    }
     case SN_MSG_SNAP_REQ:
     case SN_MSG_SNAP_CREDIT:
     case SN_MSG_DIGEST_REQ:
@@ -174,6 +199,18 @@ static int sn_msg_pack_bins(msgpack_packer *pk, const sn_msg_blob_t *b, uint32_t
     return err;
 }
 
+static int sn_msg_pack_entries(msgpack_packer *pk, const sn_msg_entry_t *e, uint32_t n)
+{
+    int err = msgpack_pack_array(pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        err |= msgpack_pack_array(pk, SN_MSG_ENTRY_FIELDS);
+        err |= msgpack_pack_uint64(pk, e[i].pseq);
+        err |= msgpack_pack_uint32(pk, e[i].flags);
+        err |= sn_mpack_pack_bin(pk, e[i].body, e[i].body_len);
+    }
+    return err;
+}
+
 static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
 {
     int err = 0;
@@ -199,14 +236,10 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
     case SN_MSG_REPAIR_REP:
         err |= msgpack_pack_uint64(pk, m->u.repair_rep.origin);
         err |= msgpack_pack_uint32(pk, m->u.repair_rep.status);
-        err |= msgpack_pack_array(pk, m->u.repair_rep.n);
-        for (uint32_t i = 0; i < m->u.repair_rep.n; i++) {
-            const sn_msg_entry_t *e = &m->u.repair_rep.entries[i];
-            err |= msgpack_pack_array(pk, SN_MSG_ENTRY_FIELDS);
-            err |= msgpack_pack_uint64(pk, e->pseq);
-            err |= msgpack_pack_uint32(pk, e->flags);
-            err |= sn_mpack_pack_bin(pk, e->body, e->body_len);
-        }
+        err |= sn_msg_pack_entries(pk, m->u.repair_rep.entries, m->u.repair_rep.n);
+        break;
+    case SN_MSG_DELTAS:
+        err |= sn_msg_pack_entries(pk, m->u.deltas.entries, m->u.deltas.n);
         break;
     case SN_MSG_SNAP_REQ:
     case SN_MSG_SNAP_CREDIT:
@@ -344,12 +377,17 @@ static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
     return 0;
 }
 
-static int sn_msg_read_entries(sn_msg_reader_t *r, uint32_t *count, sn_msg_entry_t **list)
+/* Reads a list of entries; with `consecutive`, their publish sequences must
+ * run p, p+1, ... from p >= 1, checked while counting, since the filling
+ * pass may not fail where counting succeeded. */
+static int sn_msg_read_entries(sn_msg_reader_t *r, uint32_t *count, sn_msg_entry_t **list,
+                               bool consecutive)
 {
     uint32_t n;
     int rc = sn_msg_read_list(r, &n);
     if (rc)
         return rc;
+    uint64_t first = 0;
     *count = n;
     *list = r->entries && n ? r->entries + r->nentries : NULL;
     for (uint32_t i = 0; i < n; i++) {
@@ -362,6 +400,10 @@ static int sn_msg_read_entries(sn_msg_reader_t *r, uint32_t *count, sn_msg_entry
             (rc = sn_mpack_read_bytes(&r->m, false, 1, SN_WIRE_FRAME_MAX, &e->body,
                                       &e->body_len)))
             return rc;
+        if (i == 0)
+            first = e->pseq;
+        if (consecutive && (first == 0 || first > UINT64_MAX - n || e->pseq != first + i))
+            return SN_EPROTO;
         r->nentries++;
     }
     return 0;
@@ -400,7 +442,7 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
         if (m->u.repair_rep.status != SN_MSG_REPAIR_OK &&
             m->u.repair_rep.status != SN_MSG_REPAIR_TOO_OLD)
             return SN_EPROTO;
-        if ((rc = sn_msg_read_entries(r, &m->u.repair_rep.n, &m->u.repair_rep.entries)))
+        if ((rc = sn_msg_read_entries(r, &m->u.repair_rep.n, &m->u.repair_rep.entries, false)))
             return rc;
         return m->u.repair_rep.status == SN_MSG_REPAIR_TOO_OLD && m->u.repair_rep.n
                    ? SN_EPROTO : 0;
@@ -438,6 +480,10 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.ack.origin)))
             return rc;
         return sn_mpack_read_uint(&r->m, &m->u.ack.pseq);
+    case SN_MSG_DELTAS:
+        if ((rc = sn_msg_read_entries(r, &m->u.deltas.n, &m->u.deltas.entries, true)))
+            return rc;
+        return m->u.deltas.n ? 0 : SN_EPROTO;
     }
     return SN_EPROTO;
 }

@@ -59,10 +59,12 @@ typedef enum {
     SN_MSG_FETCH_REQ = 10,   /* full states of these ids */
     SN_MSG_FETCH_REP = 11,   /* the states asked for that the sender holds */
     SN_MSG_ACK = 12,         /* the sender applied publish seq `pseq` of `origin` */
+    SN_MSG_DELTAS = 13,      /* PUB: consecutive local writes in one frame */
 } sn_msg_type_t;
 
-/* One published delta as a repair reply resends it: the same publish
- * sequence, flags and sn_wire delta body as the original SN_MSG_DELTA. */
+/* One published delta as a repair reply resends it, or as one of several
+ * published in one SN_MSG_DELTAS frame: the same publish sequence, flags and
+ * sn_wire delta body as an SN_MSG_DELTA. */
 typedef struct {
     uint64_t pseq;           /* the origin's publish sequence of this delta */
     uint32_t flags;          /* the original delta's SN_MSG_F_* flags */
@@ -161,6 +163,11 @@ typedef struct {
             uint64_t origin;         /* whose publish stream */
             uint64_t pseq;           /* the publish sequence applied */
         } ack;
+        /* SN_MSG_DELTAS */
+        struct {
+            uint32_t n;              /* 1..SN_MSG_ITEMS_MAX */
+            sn_msg_entry_t *entries; /* publish sequences p, p+1, ..., p+n-1, p >= 1 */
+        } deltas;
     } u;
 } sn_msg_t;
 
@@ -178,7 +185,8 @@ typedef struct {
  * SN_MSG_ITEMS_MAX items, an empty body or state, a body or state over
  * SN_WIRE_FRAME_MAX, an id of length 0 or over SN_ID_MAX, from_pseq >
  * to_pseq, an unknown repair status, entries with TOO_OLD, a cut on a chunk
- * that is not the last; SN_ETOOBIG if the frame would exceed
+ * that is not the last, a DELTAS frame without entries or whose publish
+ * sequences are not consecutive from 1 or more; SN_ETOOBIG if the frame would exceed
  * SN_MSG_FRAME_MAX; SN_ENOMEM. On failure *out and *out_len are untouched.
  * Exactly what the decoder accepts is encodable, and nothing else.
  */

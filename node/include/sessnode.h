@@ -226,6 +226,7 @@ typedef struct {
     uint64_t sessions, tombstones, bytes, evictions, expired;
     uint64_t writes;            /* local writes */
     uint64_t deltas_sent;       /* published, touches included */
+    uint64_t batches_sent;      /* frames that carried several of them at once (a burst) */
     uint64_t deltas_received;   /* received from peers, first copies */
     uint64_t deltas_dropped;    /* by the test hook */
     uint64_t duplicates;        /* received again */

@@ -135,6 +135,13 @@ static void fuzz_frame(const uint8_t *data, size_t size)
         for (uint32_t i = 0; i < msg->u.repair_rep.n && i < FUZZ_BODIES_MAX; i++)
             fuzz_delta(msg->u.repair_rep.entries[i].body, msg->u.repair_rep.entries[i].body_len);
         break;
+    case SN_MSG_DELTAS:
+        for (uint32_t i = 0; i < msg->u.deltas.n && i < FUZZ_BODIES_MAX; i++) {
+            if (msg->u.deltas.entries[i].pseq != msg->u.deltas.entries[0].pseq + i)
+                fuzz_fail("deltas carry consecutive publish sequences");
+            fuzz_delta(msg->u.deltas.entries[i].body, msg->u.deltas.entries[i].body_len);
+        }
+        break;
     case SN_MSG_SNAP_CHUNK:
         fuzz_blobs(msg->u.snap_chunk.states, msg->u.snap_chunk.n);
         break;

@@ -198,6 +198,17 @@ int main(int argc, char **argv)
                                      .entries = entries}};
     uint8_t *f_rrep = put_msg("msg-repair-rep", &m, &len);
     size_t l_rrep = len;
+    m = (sn_msg_t) {.type = SN_MSG_DELTAS, .sender = 1,
+                    .u.deltas = {.n = 3, .entries = entries}};
+    uint8_t *f_deltas = put_msg("msg-deltas", &m, &len);
+    /* the second entry's pseq (41, one byte) made 43: a gap inside a frame */
+    for (size_t i = 0; i + 1 < len; i++)
+        if (f_deltas[i] == 0x93 && f_deltas[i + 1] == 41) {
+            f_deltas[i + 1] = 43;
+            put("bad-msg-deltas-gap", f_deltas, len);
+            break;
+        }
+    free(f_deltas);
     m.u.repair_rep.status = SN_MSG_REPAIR_TOO_OLD;
     m.u.repair_rep.n = 0;
     m.u.repair_rep.entries = NULL;

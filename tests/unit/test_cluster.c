@@ -422,6 +422,35 @@ static void test_acknowledged_writes_complete_through_repairs_when_deltas_drop(v
     cluster_stop(&c);
 }
 
+/* A burst leaves the writer's queue several deltas at a time: they travel in
+ * DELTAS frames, acknowledged writes among them, and arrive whole, each
+ * applied once. */
+static void test_a_burst_travels_in_batches_and_arrives_whole(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0);
+    wait_connected(&c);
+    enum { N = 20000 };
+    for (int k = 0; k < N; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "burst:%d", k);
+        sn_write_t w = {.create = 1, .acks = k % 1000 == 999 ? 2 : 0, .timeout_ms = WAIT_MS};
+        assert_int_equal(sn_node_put(c.node[0], id, strlen(id), "n", 1, id, strlen(id), &w), 0);
+    }
+    wait_same_digests(&c, N, "burst:%d");
+    sn_node_stats_t st;
+    sn_node_stats(c.node[0], &st);
+    assert_true(st.deltas_sent >= N);
+    assert_true(st.batches_sent > 0);
+    for (int i = 1; i < c.n; i++) {
+        sn_node_stats(c.node[i], &st);
+        assert_int_equal(st.deltas_received, N);  /* none lost, none twice */
+        assert_int_equal(st.bad_frames, 0);
+    }
+    cluster_stop(&c);
+}
+
 static void test_tombstones_are_collected_once_every_node_has_them(void **state)
 {
     (void) state;
@@ -571,6 +600,7 @@ int main(void)
         cmocka_unit_test(test_a_node_lost_without_warning_leaves_every_session_served),
         cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
         cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
+        cmocka_unit_test(test_a_burst_travels_in_batches_and_arrives_whole),
         cmocka_unit_test(test_tombstones_are_collected_once_every_node_has_them),
         cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),

@@ -27,6 +27,9 @@
 #include <cmocka.h>
 
 #include "sn_msg.h"
+
+/* The highest message type; types run 1..LAST_TYPE. */
+#define LAST_TYPE SN_MSG_DELTAS
 #include "sn_store.h"
 #include "sn_wire.h"
 
@@ -106,6 +109,15 @@ static void assert_blobs_equal(const sn_msg_blob_t *a, const sn_msg_blob_t *b, u
     }
 }
 
+static void assert_entries_equal(const sn_msg_entry_t *a, const sn_msg_entry_t *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        assert_true(a[i].pseq == b[i].pseq);
+        assert_int_equal(a[i].flags, b[i].flags);
+        assert_bytes_equal(a[i].body, a[i].body_len, b[i].body, b[i].body_len);
+    }
+}
+
 static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
 {
     assert_int_equal(a->type, b->type);
@@ -141,13 +153,8 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
         assert_int_equal(a->u.repair_rep.n, b->u.repair_rep.n);
         if (a->u.repair_rep.n == 0)
             assert_null(b->u.repair_rep.entries);
-        for (uint32_t i = 0; i < a->u.repair_rep.n; i++) {
-            const sn_msg_entry_t *x = &a->u.repair_rep.entries[i];
-            const sn_msg_entry_t *y = &b->u.repair_rep.entries[i];
-            assert_true(x->pseq == y->pseq);
-            assert_int_equal(x->flags, y->flags);
-            assert_bytes_equal(x->body, x->body_len, y->body, y->body_len);
-        }
+        assert_entries_equal(a->u.repair_rep.entries, b->u.repair_rep.entries,
+                             a->u.repair_rep.n);
         break;
     case SN_MSG_SNAP_REQ:
     case SN_MSG_SNAP_CREDIT:
@@ -186,6 +193,10 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
     case SN_MSG_ACK:
         assert_true(a->u.ack.origin == b->u.ack.origin);
         assert_true(a->u.ack.pseq == b->u.ack.pseq);
+        break;
+    case SN_MSG_DELTAS:
+        assert_int_equal(a->u.deltas.n, b->u.deltas.n);
+        assert_entries_equal(a->u.deltas.entries, b->u.deltas.entries, a->u.deltas.n);
         break;
     }
 }
@@ -283,6 +294,11 @@ static sn_msg_entry_t sample_entries[] = {
     {40, 0, body_a, sizeof body_a},
     {41, SN_MSG_F_ACK, body_b, sizeof body_b},
 };
+static sn_msg_entry_t sample_deltas[] = {
+    {40, 0, body_a, sizeof body_a},
+    {41, SN_MSG_F_ACK, body_b, sizeof body_b},
+    {42, 0, body_a, sizeof body_a},
+};
 static sn_msg_blob_t sample_states[] = {
     {body_a, sizeof body_a, 0},
     {body_b, sizeof body_b, 0},
@@ -360,6 +376,10 @@ static sn_msg_t sample(sn_msg_type_t type)
         m.u.ack.origin = 1;
         m.u.ack.pseq = 42;
         break;
+    case SN_MSG_DELTAS:
+        m.u.deltas.n = 3;
+        m.u.deltas.entries = sample_deltas;
+        break;
     }
     return m;
 }
@@ -372,7 +392,7 @@ static sn_msg_t sample(sn_msg_type_t type)
 static void test_every_type_round_trips(void **unused)
 {
     (void) unused;
-    for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++) {
+    for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++) {
         sn_msg_t m = sample((sn_msg_type_t) t);
         round_trip(&m);
     }
@@ -428,7 +448,7 @@ static void test_edge_integer_values_round_trip(void **unused)
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         uint64_t v = values[i];
         uint32_t v32 = v > UINT32_MAX ? UINT32_MAX : (uint32_t) v;
-        for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++) {
+        for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++) {
             sn_msg_t m = sample((sn_msg_type_t) t);
             m.sender = v;
             switch (m.type) {
@@ -469,10 +489,19 @@ static void test_edge_integer_values_round_trip(void **unused)
             case SN_MSG_ACK:
                 m.u.ack.origin = m.u.ack.pseq = v;
                 break;
+            case SN_MSG_DELTAS:
+                if (v >= 1 && v <= UINT64_MAX - 3)  /* consecutive from v */
+                    for (uint64_t k = 0; k < 3; k++)
+                        sample_deltas[k].pseq = v + k;
+                sample_deltas[2].flags = v32;
+                break;
             }
             round_trip(&m);
         }
     }
+    for (uint64_t k = 0; k < 3; k++)
+        sample_deltas[k].pseq = 40 + k;
+    sample_deltas[2].flags = 0;
     sample_entries[0].pseq = 40;
     sample_entries[1].flags = SN_MSG_F_ACK;
     sample_ids[1].digest = 0;
@@ -682,7 +711,7 @@ static void test_non_shortest_encodings_are_eproto(void **unused)
 /* Every sample frame, with the callback run on its bytes. */
 static void for_each_sample(void (*fn)(const uint8_t *buf, size_t len))
 {
-    for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++) {
+    for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++) {
         sn_msg_t m = sample((sn_msg_type_t) t);
         size_t len;
         uint8_t *buf = encode(&m, &len);
@@ -857,7 +886,7 @@ static void test_wrong_version_type_and_field_count_are_eproto(void **unused)
     size_t len;
     uint8_t *buf = encode(&m, &len);
     static const uint8_t versions[] = {0x00, 0x02, 0x7f, 0xc0, 0xc3, 0xff, 0xa1};
-    static const uint8_t types[] = {0x00, 0x0d, 0x7f, 0xc0, 0xff, 0xa1};
+    static const uint8_t types[] = {0x00, 0x0e, 0x7f, 0xc0, 0xff, 0xa1};
     for (size_t i = 0; i < sizeof versions; i++) {
         buf[1] = versions[i];
         assert_rejected(buf, len, SN_EPROTO);
@@ -876,10 +905,10 @@ static void test_wrong_version_type_and_field_count_are_eproto(void **unused)
     assert_rejected(big_type, sizeof big_type, SN_EPROTO);
 
     /* every type's fields under every other type's number */
-    for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++) {
+    for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++) {
         sn_msg_t s = sample((sn_msg_type_t) t);
         buf = encode(&s, &len);
-        for (int other = SN_MSG_DELTA; other <= SN_MSG_ACK; other++) {
+        for (int other = SN_MSG_DELTA; other <= LAST_TYPE; other++) {
             buf[2] = (uint8_t) other;
             if (other != t)
                 check_any_input(buf, len);
@@ -1012,6 +1041,39 @@ static void test_field_rules_are_enforced_both_ways(void **unused)
     assert_rejected(flat_digest, sizeof flat_digest, SN_EPROTO);
     static const uint8_t negative[] = {0x95, 0x01, 0x0c, 0xff, 0x01, 0x01};
     assert_rejected(negative, sizeof negative, SN_EPROTO);
+
+    /* deltas: at least one, publish sequences consecutive from 1 or more */
+    m = sample(SN_MSG_DELTAS);
+    m.u.deltas.n = 0;
+    assert_encode_refused(&m, SN_EINVAL);
+    m = sample(SN_MSG_DELTAS);
+    sample_deltas[1].pseq = 43;
+    assert_encode_refused(&m, SN_EINVAL);
+    sample_deltas[0].pseq = 0;
+    sample_deltas[1].pseq = 1;
+    sample_deltas[2].pseq = 2;
+    assert_encode_refused(&m, SN_EINVAL);
+    sample_deltas[0].pseq = UINT64_MAX - 1;
+    sample_deltas[1].pseq = UINT64_MAX;
+    sample_deltas[2].pseq = 0;  /* wrapped */
+    assert_encode_refused(&m, SN_EINVAL);
+    for (uint64_t k = 0; k < 3; k++)
+        sample_deltas[k].pseq = 40 + k;
+    static const uint8_t two_deltas[] = {0x94, 0x01, 0x0d, 0x01, 0x92,
+                                         0x93, 0x05, 0x00, 0xc4, 0x01, 'x',
+                                         0x93, 0x06, 0x00, 0xc4, 0x01, 'y'};
+    assert_int_equal(check_any_input(two_deltas, sizeof two_deltas), 1);
+    uint8_t gap[sizeof two_deltas];
+    memcpy(gap, two_deltas, sizeof gap);
+    gap[12] = 0x07;
+    assert_rejected(gap, sizeof gap, SN_EPROTO);
+    gap[12] = 0x05;  /* the same sequence twice */
+    assert_rejected(gap, sizeof gap, SN_EPROTO);
+    static const uint8_t no_deltas[] = {0x94, 0x01, 0x0d, 0x01, 0x90};
+    assert_rejected(no_deltas, sizeof no_deltas, SN_EPROTO);
+    static const uint8_t pseq_zero[] = {0x94, 0x01, 0x0d, 0x01, 0x91,
+                                        0x93, 0x00, 0x00, 0xc4, 0x01, 'x'};
+    assert_rejected(pseq_zero, sizeof pseq_zero, SN_EPROTO);
 }
 
 static void test_encoder_refuses_invalid_arguments(void **unused)
@@ -1025,7 +1087,13 @@ static void test_encoder_refuses_invalid_arguments(void **unused)
     assert_int_equal(sn_msg_encode(&m, &out, NULL), SN_EINVAL);
     m.type = (sn_msg_type_t) 0;
     assert_encode_refused(&m, SN_EINVAL);
-    m.type = (sn_msg_type_t) 13;
+    m.type = (sn_msg_type_t) (LAST_TYPE + 1);
+    assert_encode_refused(&m, SN_EINVAL);
+    m = sample(SN_MSG_DELTAS);
+    m.u.deltas.entries = NULL;
+    assert_encode_refused(&m, SN_EINVAL);
+    m = sample(SN_MSG_DELTAS);
+    m.u.deltas.n = SN_MSG_ITEMS_MAX + 1;
     assert_encode_refused(&m, SN_EINVAL);
 
     m = sample(SN_MSG_DELTA);
@@ -1067,11 +1135,11 @@ static void test_type_names(void **unused)
     (void) unused;
     static const char *const names[] = {"delta", "heartbeat", "repair_req", "repair_rep",
                                         "snap_req", "snap_credit", "snap_chunk", "digest_req",
-                                        "digest_rep", "fetch_req", "fetch_rep", "ack"};
-    for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++)
+                                        "digest_rep", "fetch_req", "fetch_rep", "ack", "deltas"};
+    for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++)
         assert_string_equal(sn_msg_type_name(t), names[t - 1]);
     assert_string_equal(sn_msg_type_name(0), "unknown");
-    assert_string_equal(sn_msg_type_name(13), "unknown");
+    assert_string_equal(sn_msg_type_name(LAST_TYPE + 1), "unknown");
     assert_string_equal(sn_msg_type_name(-1), "unknown");
 }
 
@@ -1082,17 +1150,17 @@ static void test_random_mutation_fuzz(void **unused)
     print_message("seed %llu (SN_TEST_SEED=%llu to replay)\n", (unsigned long long) seed,
                   (unsigned long long) seed);
     rng_state = seed;
-    sn_msg_t samples[SN_MSG_ACK];
-    uint8_t *frames[SN_MSG_ACK];
-    size_t lens[SN_MSG_ACK];
-    for (int t = SN_MSG_DELTA; t <= SN_MSG_ACK; t++) {
+    sn_msg_t samples[LAST_TYPE];
+    uint8_t *frames[LAST_TYPE];
+    size_t lens[LAST_TYPE];
+    for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++) {
         samples[t - 1] = sample((sn_msg_type_t) t);
         frames[t - 1] = encode(&samples[t - 1], &lens[t - 1]);
     }
     uint8_t buf[512];
     int decoded = 0;
     for (int iter = 0; iter < 200000; iter++) {
-        size_t k = rng_next() % SN_MSG_ACK;
+        size_t k = rng_next() % LAST_TYPE;
         size_t len = lens[k];
         assert_true(len + 8 <= sizeof buf);
         memcpy(buf, frames[k], len);
@@ -1121,7 +1189,7 @@ static void test_random_mutation_fuzz(void **unused)
         decoded += check_any_input(buf, len);
     }
     print_message("%d of 200000 mutated frames decoded and re-encoded exactly\n", decoded);
-    for (int t = 0; t < SN_MSG_ACK; t++)
+    for (int t = 0; t < LAST_TYPE; t++)
         free(frames[t]);
 }
 
