@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build sessnode in build/ and run the demo: several stores in one process
-# exchanging encoded deltas.
+# Build sessnode in build/ and run the demo: a local cluster of four nodes on
+# loopback TCP, in one process (node/sn_demo.c), showing writes replicating,
+# a node lost without warning and a node joining.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
