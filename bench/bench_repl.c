@@ -33,7 +33,8 @@
  *    in zmq_recv; C drains too), and Redis (A SETs on the primary and waits
  *    for the reply; B blocks on the replica's keyspace event for each SET it
  *    applies; the second replica just follows).
- *    The three systems take turns, round after round (3 by default), and
+ *    The three systems take turns, round after round (3 by default), each
+ *    round starting with the next system, and
  *    each percentile quoted is the median over the rounds: a stall of the
  *    VM (several ms, a few times a second, hitting whichever system is
  *    running) otherwise decides a single run's p99.
@@ -1489,7 +1490,10 @@ int main(int argc, char **argv)
         int size = p.sizes[si];
         pct_t per[9][SYS_COUNT];
         for (int lr = 0; lr < p.lat_rounds; lr++)
-        for (int sys = 0; sys < SYS_COUNT; sys++) {
+        for (int turn = 0; turn < SYS_COUNT; turn++) {
+            /* each round starts with the next system, so no system always
+             * runs right after the same other one */
+            int sys = (turn + lr) % SYS_COUNT;
             cmd_t w = {.count = total, .size = size, .rate = p.rate};
             cmd_t d = {.count = total, .size = size, .rate = p.poll_us};
             /* new ids every round: each round creates its sessions */
