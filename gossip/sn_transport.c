@@ -752,27 +752,31 @@ static void publish_local(sn_transport_t *t)
 
     bool waiters = false;
     for (qitem_t *it = batch; it; it = it->next) {
-        sn_msg_t m = {.type = SN_MSG_DELTA};
-        m.u.delta.pseq = ++t->pseq;
+        it->pseq = ++t->pseq;
+        dot_published(t, it->dot);
+        waiters |= it->waiter != NULL;
+    }
+    /* Out first, then the backlog's copies: the first delta of a burst
+     * does not wait for the bookkeeping of the rest. A repair request for
+     * them is read only after this turn. */
+    if (batch && batch->next)
+        publish_batch(t, batch);
+    for (qitem_t *it = batch; it; it = it->next) {
+        sn_msg_t m = {.type = SN_MSG_DELTA, .sender = t->opt.node_id};
+        m.u.delta.pseq = it->pseq;
         m.u.delta.flags = it->waiter ? SN_MSG_F_ACK : 0;
         m.u.delta.body = it->body;
         m.u.delta.body_len = (uint32_t) it->len;
-        m.sender = t->opt.node_id;
         /* the backlog keeps every delta as its own frame, for repairs */
         if (sn_msg_encode_into(&m, &t->pub_frame) == 0) {
             const uint8_t *buf = (const uint8_t *) t->pub_frame.data;
-            sn_backlog_push(t->backlog, m.u.delta.pseq, m.u.delta.flags, buf,
-                            t->pub_frame.size);
             if (!batch->next)
                 send_bytes(t, t->pub, NULL, buf, t->pub_frame.size);
+            sn_backlog_push(t->backlog, m.u.delta.pseq, m.u.delta.flags, buf,
+                            t->pub_frame.size);
             count(&t->st.deltas_sent, 1);
         }
-        dot_published(t, it->dot);
-        it->pseq = m.u.delta.pseq;
-        waiters |= it->waiter != NULL;
     }
-    if (batch && batch->next)
-        publish_batch(t, batch);
     if (waiters) {
         pthread_mutex_lock(&t->qlock);
         for (qitem_t *it = batch; it; it = it->next)
