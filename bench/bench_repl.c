@@ -33,11 +33,12 @@
  *    in zmq_recv; C drains too), and Redis (A SETs on the primary and waits
  *    for the reply; B blocks on the replica's keyspace event for each SET it
  *    applies; the second replica just follows).
- *    The three systems take turns, round after round (3 by default), each
- *    round starting with the next system, and
- *    each percentile quoted is the median over the rounds: a stall of the
- *    VM (several ms, a few times a second, hitting whichever system is
- *    running) otherwise decides a single run's p99.
+ *    The sizes and the three systems take turns, round after round (3 by
+ *    default), each round starting with the next size and the next
+ *    system, and each percentile quoted is the median over the rounds: a
+ *    stall of the VM (several ms, a few times a second, hitting whichever
+ *    system is running) otherwise decides a single run's p99, and what
+ *    runs later in the phase, on nodes holding more, measured worse.
  * 2. Throughput. A writes W sessions as fast as one thread can; B waits
  *    (stats-based: its count of received deltas, every 200 us) until all W
  *    have arrived. The first round creates the sessions and pays the first
@@ -1486,13 +1487,16 @@ int main(int argc, char **argv)
 
     /* ------------------------------------------------ 1. latency */
     printf("\n1. replication latency, one-way, us (arrival on B - send on A)\n");
-    for (int si = 0; si < p.nsizes; si++) {
+    /* Rounds outermost, and in each the sizes and the systems take turns,
+     * each round starting with the next size and the next system: the
+     * nodes hold more sessions and a fuller backlog as the phase goes on,
+     * and what runs later in it measured worse, whichever size it was. */
+    pct_t per[9][4][SYS_COUNT];
+    for (int lr = 0; lr < p.lat_rounds; lr++)
+    for (int sturn = 0; sturn < p.nsizes; sturn++) {
+        int si = (sturn + lr) % p.nsizes;
         int size = p.sizes[si];
-        pct_t per[9][SYS_COUNT];
-        for (int lr = 0; lr < p.lat_rounds; lr++)
         for (int turn = 0; turn < SYS_COUNT; turn++) {
-            /* each round starts with the next system, so no system always
-             * runs right after the same other one */
             int sys = (turn + lr) % SYS_COUNT;
             cmd_t w = {.count = total, .size = size, .rate = p.rate};
             cmd_t d = {.count = total, .size = size, .rate = p.poll_us};
@@ -1531,31 +1535,34 @@ int main(int argc, char **argv)
             }
             double cpu = (cpu_sum(all_pids, sys == SYS_REDIS ? 6 : 3) - cpu0) / total * 1e6;
             int missing;
-            per[lr][sys] = latencies(sent, arrived, p.warmup, total, &missing);
+            pct_t *q = &per[lr][si][sys];
+            *q = latencies(sent, arrived, p.warmup, total, &missing);
             lost[si][sys] += missing;
             printf("  %4d B  %-12s round %d  p50 %7.1f  p99 %7.1f  p99.9 %8.1f  max %8.1f  (n %d%s)"
                    "  cpu %.0f us/write\n",
-                   size, sys_name[sys], lr, per[lr][sys].p50, per[lr][sys].p99,
-                   per[lr][sys].p999, per[lr][sys].max, per[lr][sys].n,
+                   size, sys_name[sys], lr, q->p50, q->p99, q->p999, q->max, q->n,
                    missing ? ", some lost" : "", cpu);
             fflush(stdout);
         }
+    }
+    for (int si = 0; si < p.nsizes; si++) {
         for (int sys = 0; sys < SYS_COUNT; sys++) {
-            double v[4][9];
+            double v[3][9];
             pct_t *m = &lat[si][sys];
             *m = (pct_t){0};
             for (int lr = 0; lr < p.lat_rounds; lr++) {
-                v[0][lr] = per[lr][sys].p50;
-                v[1][lr] = per[lr][sys].p99;
-                v[2][lr] = per[lr][sys].p999;
-                m->max = per[lr][sys].max > m->max ? per[lr][sys].max : m->max;
-                m->n += per[lr][sys].n;
+                const pct_t *q = &per[lr][si][sys];
+                v[0][lr] = q->p50;
+                v[1][lr] = q->p99;
+                v[2][lr] = q->p999;
+                m->max = q->max > m->max ? q->max : m->max;
+                m->n += q->n;
             }
             m->p50 = median(v[0], p.lat_rounds);
             m->p99 = median(v[1], p.lat_rounds);
             m->p999 = median(v[2], p.lat_rounds);
-            printf("  %4d B  %-12s median of %d rounds: p50 %7.1f  p99 %7.1f  p99.9 %8.1f\n", size,
-                   sys_name[sys], p.lat_rounds, m->p50, m->p99, m->p999);
+            printf("  %4d B  %-12s median of %d rounds: p50 %7.1f  p99 %7.1f  p99.9 %8.1f\n",
+                   p.sizes[si], sys_name[sys], p.lat_rounds, m->p50, m->p99, m->p999);
         }
         print_stats("B", &lat_stats[si]);
     }

@@ -57,6 +57,7 @@
 #define SN_SHARDS_DEFAULT 64
 #define SN_SHARDS_MAX 4096
 #define SN_EVICT_SAMPLES 16
+#define SN_REHASH_STEP 16        /* old buckets rehashed per locked operation */
 #define SN_MALLOC_HEADER 8       /* glibc's per-chunk size word */
 
 typedef struct sn_entry {
@@ -73,6 +74,9 @@ typedef struct {
     pthread_mutex_t lock;
     sn_entry_t **buckets;
     uint32_t mask;               /* buckets - 1 */
+    sn_entry_t **old;            /* the table being rehashed into buckets, or NULL */
+    uint32_t old_mask;
+    uint32_t moved;              /* old buckets [0, moved) are rehashed */
     uint64_t count;              /* entries */
     uint64_t tombstones;
     bool removed_attrs;          /* some session may hold removed-attribute records */
@@ -692,6 +696,14 @@ static shard_t *shard_of(sn_store_t *self, uint64_t h)
 
 static sn_entry_t **find_slot(shard_t *sh, uint32_t h, const void *id, size_t id_len)
 {
+    if (sh->old && (h & sh->old_mask) >= sh->moved) {
+        for (sn_entry_t **pp = &sh->old[h & sh->old_mask]; *pp; pp = &(*pp)->next) {
+            sn_entry_t *e = *pp;
+            if (e->id_len == id_len && memcmp(e->data, id, id_len) == 0)
+                return pp;
+        }
+    }
+    /* not in the old table: here, or where it goes */
     sn_entry_t **pp = &sh->buckets[h & sh->mask];
     for (; *pp; pp = &(*pp)->next) {
         sn_entry_t *e = *pp;
@@ -707,37 +719,67 @@ static void account(sn_store_t *self, shard_t *sh, int64_t delta)
     atomic_fetch_add(&self->bytes, (uint64_t) delta);
 }
 
-static void shard_grow(sn_store_t *self, shard_t *sh)
+/* Incremental rehashing, as Redis's dict does it: a doubling allocates the
+ * new table and moves the old one's chains a few buckets per locked
+ * operation, so no write pays for the whole shard. Rehashing every chain at
+ * once stalled the writer (and a replica's replication thread) for about
+ * 0.7 ms per shard at 2,048 sessions, 64 shards in a row as they crossed the
+ * same size together: the worst of a node's latency tail. A lookup looks in
+ * the old table's bucket until it is moved; new entries go to the new one. */
+static void rehash_step(sn_store_t *self, shard_t *sh, uint32_t buckets)
 {
-    uint32_t nb = (sh->mask + 1) * 2;
-    if (nb == 0)
+    if (!sh->old)
         return;
-    size_t more = (size_t) (nb - (sh->mask + 1)) * sizeof(sn_entry_t *);
-    /* growth never evicts: past the limit, chains just get longer */
-    uint64_t before = atomic_fetch_add(&self->bytes, more);
-    sn_entry_t **b = NULL;
-    if (!self->opt.memory_limit || before + more <= self->opt.memory_limit)
-        b = calloc(nb, sizeof *b);
-    if (!b) {
-        atomic_fetch_sub(&self->bytes, more);
-        return;  /* longer chains, still correct */
-    }
-    for (uint32_t i = 0; i <= sh->mask; i++) {
-        sn_entry_t *e = sh->buckets[i];
+    for (; buckets && sh->moved <= sh->old_mask; buckets--, sh->moved++) {
+        sn_entry_t *e = sh->old[sh->moved];
         while (e) {
             sn_entry_t *next = e->next;
             /* the hash is recomputed rather than stored: 4 bytes per
              * session against one hash per entry at each doubling */
             uint32_t h = (uint32_t) hash64(e->data, e->id_len, self->opt.hash_seed);
-            e->next = b[h & (nb - 1)];
-            b[h & (nb - 1)] = e;
+            e->next = sh->buckets[h & sh->mask];
+            sh->buckets[h & sh->mask] = e;
             e = next;
         }
+        sh->old[sh->moved] = NULL;
     }
-    sh->bytes += more;  /* the store-wide counter was raised above */
-    free(sh->buckets);
+    if (sh->moved > sh->old_mask) {
+        account(self, sh, -(int64_t) (((size_t) sh->old_mask + 1) * sizeof(sn_entry_t *)));
+        free(sh->old);
+        sh->old = NULL;
+    }
+}
+
+/* For the walks over every bucket (scans, expiry, collection). */
+static void rehash_finish(sn_store_t *self, shard_t *sh)
+{
+    rehash_step(self, sh, UINT32_MAX);
+}
+
+static void shard_grow(sn_store_t *self, shard_t *sh)
+{
+    if (sh->old)
+        return;  /* the last doubling is still being rehashed */
+    uint32_t nb = (sh->mask + 1) * 2;
+    if (nb == 0)
+        return;
+    size_t size = (size_t) nb * sizeof(sn_entry_t *);
+    /* growth never evicts: past the limit, chains just get longer */
+    uint64_t before = atomic_fetch_add(&self->bytes, size);
+    sn_entry_t **b = NULL;
+    if (!self->opt.memory_limit || before + size <= self->opt.memory_limit)
+        b = calloc(nb, sizeof *b);
+    if (!b) {
+        atomic_fetch_sub(&self->bytes, size);
+        return;  /* longer chains, still correct */
+    }
+    sh->bytes += size;  /* the store-wide counter was raised above */
+    sh->old = sh->buckets;
+    sh->old_mask = sh->mask;
+    sh->moved = 0;
     sh->buckets = b;
     sh->mask = nb - 1;
+    rehash_step(self, sh, SN_REHASH_STEP);
 }
 
 static void unlink_entry(sn_store_t *self, shard_t *sh, sn_entry_t **slot)
@@ -759,10 +801,13 @@ static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
 {
     sn_entry_t **best = NULL;
     int seen = 0;
-    uint32_t nb = sh->mask + 1;
-    uint32_t start = (uint32_t) rng_next(&sh->rng);
-    for (uint32_t k = 0; k < nb && seen < SN_EVICT_SAMPLES; k++) {
-        sn_entry_t **pp = &sh->buckets[(start + k) & sh->mask];
+    /* the chains: the new table's buckets, then the old one's not yet moved */
+    uint32_t nb = sh->mask + 1, nold = sh->old ? sh->old_mask + 1 - sh->moved : 0;
+    uint64_t chains = (uint64_t) nb + nold;
+    uint64_t start = rng_next(&sh->rng);
+    for (uint64_t k = 0; k < chains && seen < SN_EVICT_SAMPLES; k++) {
+        uint64_t c = (start + k) % chains;
+        sn_entry_t **pp = c < nb ? &sh->buckets[c] : &sh->old[sh->moved + (c - nb)];
         for (; *pp; pp = &(*pp)->next) {
             if (!(*pp)->alive || *pp == keep)
                 continue;
@@ -974,9 +1019,12 @@ void sn_store_destroy(sn_store_t **self_p)
     sn_store_t *self = *self_p;
     for (uint32_t i = 0; i < self->opt.shards; i++) {
         shard_t *sh = &self->shards[i];
-        if (sh->buckets)
-            for (uint32_t b = 0; b <= sh->mask; b++) {
-                sn_entry_t *e = sh->buckets[b];
+        /* a table being rehashed: moved buckets are empty in the old one */
+        sn_entry_t **tables[2] = {sh->buckets, sh->old};
+        uint32_t sizes[2] = {sh->buckets ? sh->mask + 1 : 0, sh->old ? sh->old_mask + 1 : 0};
+        for (int t = 0; t < 2; t++)
+            for (uint32_t b = 0; b < sizes[t]; b++) {
+                sn_entry_t *e = tables[t][b];
                 while (e) {
                     sn_entry_t *next = e->next;
                     if (!e->klass || !self->own_slab)
@@ -985,6 +1033,7 @@ void sn_store_destroy(sn_store_t **self_p)
                 }
             }
         free(sh->buckets);
+        free(sh->old);
         pthread_mutex_destroy(&sh->lock);
     }
     free(self->shards);
@@ -1011,6 +1060,7 @@ static lookup_t lock_lookup(sn_store_t *self, const void *id, size_t id_len)
     uint64_t h = hash64(id, id_len, self->opt.hash_seed);
     lookup_t l = {shard_of(self, h), (uint32_t) h, NULL};
     pthread_mutex_lock(&l.sh->lock);
+    rehash_step(self, l.sh, SN_REHASH_STEP);
     l.slot = find_slot(l.sh, l.h, id, id_len);
     return l;
 }
@@ -1755,6 +1805,7 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
     while (shard < self->opt.shards && visits < (max_visits ? max_visits : 1)) {
         shard_t *sh = &self->shards[shard];
         pthread_mutex_lock(&sh->lock);
+        rehash_finish(self, sh);
         do {
             for (sn_entry_t *e = sh->buckets[v & sh->mask]; e; e = e->next) {
                 if (visit(self, e, &gc, fn, arg) == 0)
@@ -1811,6 +1862,7 @@ size_t sn_store_expire(sn_store_t *self)
     for (uint32_t s = 0; s < self->opt.shards; s++) {
         shard_t *sh = &self->shards[s];
         pthread_mutex_lock(&sh->lock);
+        rehash_finish(self, sh);
         for (uint32_t b = 0; b <= sh->mask; b++) {
             sn_entry_t **pp = &sh->buckets[b];
             while (*pp) {
@@ -1840,6 +1892,7 @@ static size_t gc_shard(sn_store_t *self, shard_t *sh, const sn_vv_t *known)
         pthread_mutex_unlock(&sh->lock);
         return 0;
     }
+    rehash_finish(self, sh);
     bool scan_alive = sh->removed_attrs;
     bool removals_left = false;
     for (uint32_t b = 0; b <= sh->mask; b++) {

@@ -1814,6 +1814,57 @@ static void test_scan_visits_every_session_and_tombstone(void **state)
     node_close(&a);
 }
 
+/* A doubling moves the old table's chains a few buckets per operation:
+ * meanwhile every session is found, updated, destroyed and recreated in
+ * whichever table it sits, and nothing absent is found. */
+static void test_sessions_stay_reachable_while_the_table_is_rehashed(void **state)
+{
+    (void) state;
+    node_t a;
+    node_prepare(&a);
+    sn_store_options_t o = node_options(&a, 1);
+    o.shards = 1;
+    node_start(&a, &o);
+    enum { N = 6000 };
+    char id[32];
+    uint8_t *destroyed = calloc(N, 1);
+    assert_non_null(destroyed);
+    uint32_t rng = 12345;
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "s%d", i);
+        assert_int_equal(put_s(a.store, id, "k", "v"), 0);
+        /* right after a doubling most sessions are still in the old table */
+        for (int probe = 0; probe < 3; probe++) {
+            rng = rng * 1103515245u + 12345u;
+            int j = (int) ((rng >> 8) % (uint32_t) (i + 1));
+            snprintf(id, sizeof id, "s%d", j);
+            assert_int_equal(exists_s(a.store, id), !destroyed[j]);
+            if (probe == 0 && !destroyed[j])
+                assert_int_equal(put_s(a.store, id, "k", "w"), 0);  /* replaced in place */
+            if (probe == 1 && j % 7 == 0 && !destroyed[j]) {
+                assert_int_equal(sn_store_destroy_session(a.store, id, strlen(id)), 0);
+                destroyed[j] = 1;
+            }
+        }
+        snprintf(id, sizeof id, "absent%d", i);
+        assert_false(exists_s(a.store, id));
+    }
+    uint64_t alive = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(id, sizeof id, "s%d", i);
+        assert_int_equal(exists_s(a.store, id), !destroyed[i]);
+        alive += !destroyed[i];
+        if (destroyed[i] && i % 2) {
+            assert_int_equal(put_s(a.store, id, "k", "again"), 0);  /* over its tombstone */
+            alive++;
+        }
+    }
+    sn_store_stats_t st = stats_of(a.store);
+    assert_int_equal(st.sessions, alive);
+    free(destroyed);
+    node_close(&a);
+}
+
 static void test_scan_visits_every_session_while_the_table_grows(void **state)
 {
     (void) state;
@@ -2012,6 +2063,7 @@ int main(void)
         cmocka_unit_test(test_tombstones_are_never_evicted),
         cmocka_unit_test(test_scan_visits_every_session_and_tombstone),
         cmocka_unit_test(test_scan_visits_every_session_while_the_table_grows),
+        cmocka_unit_test(test_sessions_stay_reachable_while_the_table_is_rehashed),
         cmocka_unit_test(test_export_and_digest_of_a_missing_id_are_enotfound),
         cmocka_unit_test(test_gc_removes_tombstones_covered_by_the_stable_vector),
         cmocka_unit_test(test_merge_of_a_collected_tombstone_is_ignored),
