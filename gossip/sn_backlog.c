@@ -6,9 +6,12 @@
  * [first, first + count - 1] and the slot of pseq p is
  * (head + (p - first)) % capacity: a lookup is one subtraction and one
  * modulo, with no search and no per-entry key. Dropping the oldest is
- * advancing head. The ring starts small and doubles, up to max_entries
- * slots, when a push finds it full; it never shrinks, since a backlog that
- * once needed that many slots will need them again at the next burst.
+ * advancing head. The ring has max_entries slots from the start, in one
+ * allocation large enough that the kernel maps it lazily, so its pages are
+ * faulted in one at a time as the ring first fills. It used to start small
+ * and double, and a doubling at 65,536 or 131,072 slots copied megabytes
+ * into fresh memory: several ms of page faults at once in the replication
+ * thread, long enough to show in the replication latency's tail.
  *
  * Each body is its own copy, from a slab (store/sn_slab.h) up to
  * SN_SLAB_MAX and from malloc beyond: the backlog takes a fresh block for
@@ -22,8 +25,8 @@
  * only; the slots add at most 24 bytes per entry on top, bounded by
  * max_entries.
  *
- * A push allocates everything it needs (the copy, a larger ring) before it
- * drops anything, so a failure leaves the backlog as it was.
+ * A push allocates the copy before it drops anything, so a failure leaves
+ * the backlog as it was.
  */
 #include "sn_backlog.h"
 #include "sn_slab.h"
@@ -31,9 +34,6 @@
 #include <assert.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The first ring allocation, in slots; later ones double it. */
-#define SN_BACKLOG_INITIAL_SLOTS 16u
 
 typedef struct {
     uint8_t *body;   /* NULL for an empty body */
@@ -46,7 +46,7 @@ struct sn_backlog {
     size_t max_bytes;
     uint32_t max_entries;
     sn_backlog_slot_t *slots;
-    uint32_t capacity;   /* slots allocated, <= max_entries */
+    uint32_t capacity;   /* slots allocated: max_entries */
     uint32_t head;       /* slot of `first` */
     uint32_t count;      /* entries held, <= max_entries */
     uint64_t first;      /* pseq in slots[head]; meaningless when count == 0 */
@@ -66,8 +66,12 @@ sn_backlog_t *sn_backlog_new(size_t max_bytes, uint32_t max_entries)
         return NULL;
     self->max_bytes = max_bytes;
     self->max_entries = max_entries;
+    self->capacity = max_entries;
+    self->slots = calloc(max_entries, sizeof *self->slots);
     self->slab = sn_slab_new();
-    if (!self->slab) {
+    if (!self->slab || !self->slots) {
+        sn_slab_destroy(&self->slab);
+        free(self->slots);
         free(self);
         return NULL;
     }
@@ -94,25 +98,6 @@ void sn_backlog_destroy(sn_backlog_t **self_p)
     free(self->slots);
     free(self);
     *self_p = NULL;
-}
-
-/* Reallocates the ring with room for at least one more entry, unrolling it
- * so that the oldest entry lands in slot 0. */
-static int sn_backlog_grow(sn_backlog_t *self)
-{
-    assert(self->capacity < self->max_entries);
-    uint32_t capacity = self->capacity ? self->capacity : SN_BACKLOG_INITIAL_SLOTS / 2;
-    capacity = capacity > self->max_entries / 2 ? self->max_entries : capacity * 2;
-    sn_backlog_slot_t *slots = malloc((size_t) capacity * sizeof *slots);
-    if (!slots)
-        return SN_ENOMEM;
-    for (uint32_t i = 0; i < self->count; i++)
-        slots[i] = *sn_backlog_slot(self, i);
-    free(self->slots);
-    self->slots = slots;
-    self->capacity = capacity;
-    self->head = 0;
-    return 0;
 }
 
 static void sn_backlog_drop_oldest(sn_backlog_t *self)
@@ -158,16 +143,6 @@ int sn_backlog_push(sn_backlog_t *self, uint64_t pseq, uint32_t flags,
         return SN_ENOMEM;
     if (len)
         memcpy(copy, body, len);
-    if (self->count - drop == self->capacity) {
-        int rc = sn_backlog_grow(self);
-        if (rc) {
-            if (klass)
-                sn_slab_free(self->slab, copy, klass);
-            else
-                free(copy);
-            return rc;
-        }
-    }
 
     while (drop--)
         sn_backlog_drop_oldest(self);

@@ -1,7 +1,7 @@
 /*
  * test_backlog.c - the origin's resend buffer (gossip/sn_backlog.c).
  *
- * Order and contents of what is held, the ring wrapping and growing, each
+ * Order and contents of what is held, the ring wrapping, each
  * bound dropping the oldest, oversize and out-of-sequence pushes leaving the
  * backlog unchanged, lookups on both sides of the range, and a million small
  * pushes staying within both bounds.
@@ -204,11 +204,11 @@ static void test_ring_wraps_around_many_times_keeping_order(void **state)
     sn_backlog_destroy(&b);
 }
 
-static void test_ring_grows_while_wrapped(void **state)
+static void test_ring_wraps_under_the_byte_bound(void **state)
 {
     (void) state;
-    /* The byte bound keeps the ring small and wrapped; relaxing the pressure
-     * (smaller bodies) then makes it grow with its head mid-array. */
+    /* The byte bound keeps few entries held while the head wanders round
+     * the ring; smaller bodies then let the run lengthen across the wrap. */
     sn_backlog_t *b = sn_backlog_new(160, 1000);
     uint64_t p = 1;
     for (; p <= 40; p++)
@@ -325,7 +325,7 @@ int main(void)
         cmocka_unit_test(test_entry_bound_drops_the_oldest),
         cmocka_unit_test(test_byte_bound_drops_as_many_oldest_as_needed),
         cmocka_unit_test(test_ring_wraps_around_many_times_keeping_order),
-        cmocka_unit_test(test_ring_grows_while_wrapped),
+        cmocka_unit_test(test_ring_wraps_under_the_byte_bound),
         cmocka_unit_test(test_lookups_outside_the_range_are_enotfound),
         cmocka_unit_test(test_empty_body_is_held_with_a_non_null_pointer),
         cmocka_unit_test(test_body_is_copied_not_borrowed),
