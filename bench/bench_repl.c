@@ -1136,11 +1136,16 @@ static pid_t redis_start(int port, const char *tag)
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         /* Diskless sync without its default 5 s wait for more replicas:
-         * otherwise a full resync would mostly measure that wait. */
+         * otherwise a full resync would mostly measure that wait. No
+         * active rehashing: after a round that crossed 65,536 or 131,072
+         * keys, the three Redis processes went on rehashing in their idle
+         * time, a millisecond every 100 ms each, during the next system's
+         * round (sessnode's p99 there doubled). Rehashing still advances
+         * with every command, during Redis's own rounds. */
         execlp(g_redis, g_redis, "--port", ports, "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", dir, "--logfile", log, "--daemonize", "no",
                "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
-               (char *) NULL);
+               "--activerehashing", "no", (char *) NULL);
         fprintf(stderr, "bench_repl: cannot run %s: %s\n", g_redis, strerror(errno));
         _exit(127);
     }
