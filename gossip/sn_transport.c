@@ -155,9 +155,9 @@ typedef struct {
     uint8_t *body;
 } parked_t;
 
-/* Buffers lent to ZeroMQ without a copy (snapshot chunks, up to a few MiB
- * each): ZeroMQ's I/O thread gives them back once sent, and the next chunk
- * reuses one. Fresh memory costs a page fault per 4 KiB on our VMs, and
+/* Buffers lent to ZeroMQ without a copy (snapshot chunks of about
+ * CHUNK_BYTES): ZeroMQ's I/O thread gives them back once sent, and the next
+ * chunk reuses one. Fresh memory costs a page fault per 4 KiB on our VMs, and
  * glibc returns large freed blocks to the system, so a new buffer per chunk
  * would fault its way through every byte of a snapshot twice. The pool
  * outlives the transport while ZeroMQ still holds one of its buffers. */
