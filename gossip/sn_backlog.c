@@ -4,7 +4,7 @@
  *
  * Because pushes are contiguous, the held pseqs are exactly
  * [first, first + count - 1] and the slot of pseq p is
- * (head + (p - first)) % capacity: a lookup is one subtraction and one
+ * (head + (p - first)) % max_entries: a lookup is one subtraction and one
  * modulo, with no search and no per-entry key. Dropping the oldest is
  * advancing head. The ring has max_entries slots from the start, in one
  * allocation large enough that the kernel maps it lazily, so its pages are
@@ -46,7 +46,6 @@ struct sn_backlog {
     size_t max_bytes;
     uint32_t max_entries;
     sn_backlog_slot_t *slots;
-    uint32_t capacity;   /* slots allocated: max_entries */
     uint32_t head;       /* slot of `first` */
     uint32_t count;      /* entries held, <= max_entries */
     uint64_t first;      /* pseq in slots[head]; meaningless when count == 0 */
@@ -66,7 +65,6 @@ sn_backlog_t *sn_backlog_new(size_t max_bytes, uint32_t max_entries)
         return NULL;
     self->max_bytes = max_bytes;
     self->max_entries = max_entries;
-    self->capacity = max_entries;
     self->slots = calloc(max_entries, sizeof *self->slots);
     self->slab = sn_slab_new();
     if (!self->slab || !self->slots) {
@@ -81,7 +79,7 @@ sn_backlog_t *sn_backlog_new(size_t max_bytes, uint32_t max_entries)
 static sn_backlog_slot_t *sn_backlog_slot(const sn_backlog_t *self, uint64_t offset)
 {
     assert(offset < self->count);
-    return &self->slots[(self->head + offset) % self->capacity];
+    return &self->slots[(self->head + offset) % self->max_entries];
 }
 
 void sn_backlog_destroy(sn_backlog_t **self_p)
@@ -109,7 +107,7 @@ static void sn_backlog_drop_oldest(sn_backlog_t *self)
     else
         free(s->body);
     s->body = NULL;
-    self->head = (self->head + 1) % self->capacity;
+    self->head = (self->head + 1) % self->max_entries;
     self->count--;
     self->first++;
 }
@@ -148,7 +146,7 @@ int sn_backlog_push(sn_backlog_t *self, uint64_t pseq, uint32_t flags,
         sn_backlog_drop_oldest(self);
     if (self->count == 0)
         self->first = pseq;
-    sn_backlog_slot_t *s = &self->slots[(self->head + self->count) % self->capacity];
+    sn_backlog_slot_t *s = &self->slots[(self->head + self->count) % self->max_entries];
     s->body = copy;
     s->len = len;
     s->flags = flags;

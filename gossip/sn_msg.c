@@ -111,13 +111,17 @@ static bool sn_msg_blobs_ok(const sn_msg_blob_t *b, uint32_t n, uint32_t min, ui
     return true;
 }
 
-/* DELTAS carries publish sequences p, p+1, ... with p >= 1 and no wrap. */
+/* DELTAS carries publish sequences first, first+1, ... first+n-1, with
+ * first >= 1 and no wrap: is `pseq` the i-th of such a run? */
+static bool sn_msg_in_run(uint64_t first, uint32_t i, uint32_t n, uint64_t pseq)
+{
+    return first != 0 && first <= UINT64_MAX - n && pseq == first + i;
+}
+
 static bool sn_msg_entries_consecutive(const sn_msg_entry_t *e, uint32_t n)
 {
-    if (e[0].pseq == 0 || e[0].pseq > UINT64_MAX - n)
-        return false;
-    for (uint32_t i = 1; i < n; i++)
-        if (e[i].pseq != e[0].pseq + i)
+    for (uint32_t i = 0; i < n; i++)
+        if (!sn_msg_in_run(e[0].pseq, i, n, e[i].pseq))
             return false;
     return true;
 }
@@ -402,7 +406,7 @@ static int sn_msg_read_entries(sn_msg_reader_t *r, uint32_t *count, sn_msg_entry
             return rc;
         if (i == 0)
             first = e->pseq;
-        if (consecutive && (first == 0 || first > UINT64_MAX - n || e->pseq != first + i))
+        if (consecutive && !sn_msg_in_run(first, i, n, e->pseq))
             return SN_EPROTO;
         r->nentries++;
     }

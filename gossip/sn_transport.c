@@ -358,18 +358,31 @@ static int watch(sn_transport_t *t, int fd, uint32_t source)
     return epoll_ctl(t->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
 
+/* Sends `msg` (after the ROUTER identity, if any) and takes it over: on
+ * failure it is closed, which hands a lent buffer back. */
+static int send_zmsg(sn_transport_t *t, zsock_t *sock, zframe_t *identity, zmq_msg_t *msg)
+{
+    void *h = zsock_resolve(sock);
+    size_t len = zmq_msg_size(msg);
+    touched(t, sock);
+    if ((identity && zmq_send(h, zframe_data(identity), zframe_size(identity),
+                              ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) ||
+        zmq_msg_send(msg, h, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(msg);
+        return -1;
+    }
+    count(&t->st.bytes_sent, len);
+    return 0;
+}
+
 static int send_bytes(sn_transport_t *t, zsock_t *sock, zframe_t *identity, const uint8_t *buf,
                       size_t len)
 {
-    void *h = zsock_resolve(sock);
-    touched(t, sock);
-    if (identity &&
-        zmq_send(h, zframe_data(identity), zframe_size(identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    zmq_msg_t msg;
+    if (zmq_msg_init_size(&msg, len))
         return -1;
-    if (zmq_send(h, buf, len, ZMQ_DONTWAIT) < 0)
-        return -1;
-    count(&t->st.bytes_sent, len);
-    return 0;
+    memcpy(zmq_msg_data(&msg), buf, len);
+    return send_zmsg(t, sock, identity, &msg);
 }
 
 static int send_msg(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_msg_t *m)
@@ -437,13 +450,6 @@ static int send_msg_zc(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_
         free(sb.data);
         return rc;
     }
-    void *h = zsock_resolve(sock);
-    touched(t, sock);
-    if (identity &&
-        zmq_send(h, zframe_data(identity), zframe_size(identity), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        free(sb.data);
-        return -1;
-    }
     zmq_msg_t msg;
     pthread_mutex_lock(&t->zc->lock);
     t->zc->refs++;
@@ -452,12 +458,7 @@ static int send_msg_zc(sn_transport_t *t, zsock_t *sock, zframe_t *identity, sn_
         zc_return(sb.data, t->zc);
         return -1;
     }
-    if (zmq_msg_send(&msg, h, ZMQ_DONTWAIT) < 0) {
-        zmq_msg_close(&msg);  /* gives the buffer back */
-        return -1;
-    }
-    count(&t->st.bytes_sent, sb.size);
-    return 0;
+    return send_zmsg(t, sock, identity, &msg);
 }
 
 /* ------------------------------------------------------------ peers */
