@@ -108,8 +108,7 @@ struct sn_store {
     pthread_mutex_t gc_lock;     /* guards gc_stable */
     sn_vv_t gc_stable;
     node_table_t nodes;
-    sn_slab_t *slab;             /* session blocks up to SN_SLAB_MAX */
-    bool own_slab;
+    sn_slab_t *slab;             /* session blocks up to SN_SLAB_MAX; ours unless opt.slab */
 };
 
 /* ---------------------------------------------------------------- basics */
@@ -985,11 +984,10 @@ sn_store_t *sn_store_new(const sn_store_options_t *options)
     while ((1u << self->shard_bits) < ns)
         self->shard_bits++;
     self->shards = calloc(ns, sizeof *self->shards);
-    self->own_slab = !options->slab;
-    self->slab = self->own_slab ? sn_slab_new() : options->slab;
+    self->slab = options->slab ? options->slab : sn_slab_new();
     if (!self->shards || !self->slab) {
         free(self->shards);
-        if (self->own_slab)
+        if (!options->slab)
             sn_slab_destroy(&self->slab);
         free(self);
         return NULL;
@@ -1027,7 +1025,7 @@ void sn_store_destroy(sn_store_t **self_p)
                 sn_entry_t *e = tables[t][b];
                 while (e) {
                     sn_entry_t *next = e->next;
-                    if (!e->klass || !self->own_slab)
+                    if (!e->klass || self->opt.slab)
                         block_free(self, e);  /* else they go with the pages below */
                     e = next;
                 }
@@ -1037,7 +1035,7 @@ void sn_store_destroy(sn_store_t **self_p)
         pthread_mutex_destroy(&sh->lock);
     }
     free(self->shards);
-    if (self->own_slab)
+    if (!self->opt.slab)
         sn_slab_destroy(&self->slab);
     free(self->gc_stable.dots);
     pthread_mutex_destroy(&self->gc_lock);
@@ -1599,12 +1597,18 @@ static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id
     sn_state_t out;
     if (collected_tombstone(self, r))
         return SN_APPLY_IGNORED;
-    if (cur && collected_tombstone(self, cur))
+    bool forgotten = cur && collected_tombstone(self, cur);
+    if (forgotten)
         cur = NULL;
     int rc = state_join(cur, r, &out);
     if (rc == 0) {
         if (!out.has_meta && out.dv.n == 0)
-            rc = SN_EINVAL;  /* neither alive nor a tombstone */
+            /* Neither alive nor a tombstone. Against a collected tombstone
+             * that is a write made concurrently with a destroy every member
+             * has seen: the destroy wins, as it would against the tombstone
+             * itself, and nothing is left to keep. Otherwise the input was
+             * not a session. */
+            rc = forgotten ? SN_APPLY_IGNORED : SN_EINVAL;
         else
             rc = store_state(self, l->sh, l->slot, l->h, id, id_len, &out);
         state_free(&out);
