@@ -1051,10 +1051,10 @@ static void send_cmd(const proc_t *p, cmd_t m)
 static void print_stats(const char *who, const sn_node_stats_t *s)
 {
     printf("    node %s: received %" PRIu64 ", gaps %" PRIu64 ", repaired %" PRIu64
-           ", resyncs %" PRIu64 ", full fetches %" PRIu64 ", queue overflows %" PRIu64
-           ", dropped frames %" PRIu64 "\n",
-           who, s->deltas_received, s->gaps_detected, s->repaired, s->resyncs, s->full_fetches,
-           s->queue_overflows, s->bad_frames);
+           ", resyncs %" PRIu64 " (differences settled by deltas in flight %" PRIu64
+           "), full fetches %" PRIu64 ", queue overflows %" PRIu64 ", dropped frames %" PRIu64 "\n",
+           who, s->deltas_received, s->gaps_detected, s->repaired, s->resyncs, s->resync_settled,
+           s->full_fetches, s->queue_overflows, s->bad_frames);
 }
 
 /* Reads the next reply of child p; samples (if any) go to *out, which must

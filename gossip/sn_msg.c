@@ -43,7 +43,7 @@
 /* version, type, sender */
 #define SN_MSG_HEAD_FIELDS 3
 #define SN_MSG_ENTRY_FIELDS 3    /* repair entry: pseq, flags, body */
-#define SN_MSG_DIGEST_FIELDS 2   /* digest entry: id, digest */
+#define SN_MSG_DIGEST_FIELDS 3   /* digest entry: id, digest, version vector */
 #define SN_MSG_TYPE_MAX SN_MSG_DELTAS
 
 /* Fields after the head, per type. */
@@ -183,8 +183,12 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
         return sn_msg_blobs_ok(m->u.snap_chunk.states, m->u.snap_chunk.n, 1, SN_WIRE_FRAME_MAX,
                                raw) ? 0 : SN_EINVAL;
     case SN_MSG_DIGEST_REP:
-        return sn_msg_blobs_ok(m->u.digest_rep.entries, m->u.digest_rep.n, 1, SN_ID_MAX, raw)
-                   ? 0 : SN_EINVAL;
+        if (!sn_msg_blobs_ok(m->u.digest_rep.entries, m->u.digest_rep.n, 1, SN_ID_MAX, raw))
+            return SN_EINVAL;
+        for (uint32_t i = 0; i < m->u.digest_rep.n; i++)
+            if (!sn_msg_vv_ok(&m->u.digest_rep.entries[i].vv))
+                return SN_EINVAL;
+        return 0;
     case SN_MSG_FETCH_REQ:
         return sn_msg_blobs_ok(m->u.fetch_req.ids, m->u.fetch_req.n, 1, SN_ID_MAX, raw)
                    ? 0 : SN_EINVAL;
@@ -270,6 +274,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
             err |= msgpack_pack_array(pk, SN_MSG_DIGEST_FIELDS);
             err |= sn_mpack_pack_bin(pk, b->bytes, b->len);
             err |= msgpack_pack_uint64(pk, b->digest);
+            err |= sn_mpack_pack_vv(pk, &b->vv);
         }
         break;
     case SN_MSG_FETCH_REQ:
@@ -356,7 +361,8 @@ static int sn_msg_read_list(sn_msg_reader_t *r, uint32_t *n)
     return rc ? rc : *n > SN_MSG_ITEMS_MAX ? SN_EPROTO : 0;
 }
 
-/* A list of blobs: plain bins (digests false) or [bin, digest] records. */
+/* A list of blobs: plain bins (digests false) or [bin, digest, vector]
+ * records. */
 static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
                              uint32_t *count, sn_msg_blob_t **list)
 {
@@ -374,7 +380,8 @@ static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
             return rc;
         if ((rc = sn_mpack_read_bytes(&r->m, false, 1, max, &b->bytes, &b->len)))
             return rc;
-        if (digests && (rc = sn_mpack_read_uint(&r->m, &b->digest)))
+        if (digests && ((rc = sn_mpack_read_uint(&r->m, &b->digest)) ||
+                        (rc = sn_mpack_read_vv(&r->m, &b->vv))))
             return rc;
         r->nblobs++;
     }

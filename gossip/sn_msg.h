@@ -78,6 +78,7 @@ typedef struct {
     const uint8_t *bytes;
     uint32_t len;
     uint64_t digest;         /* DIGEST_REP only; 0 elsewhere, and not encoded */
+    sn_vv_t vv;              /* DIGEST_REP only: the session's version vector */
 } sn_msg_blob_t;
 
 #define SN_MSG_F_ACK 1u            /* delta flag: the writer waits for acknowledgements */
@@ -145,8 +146,8 @@ typedef struct {
             uint64_t next_cursor;    /* the cursor for the next request */
             bool done;               /* the scan is complete; next_cursor means nothing */
             uint32_t n;              /* entries, <= SN_MSG_ITEMS_MAX */
-            sn_msg_blob_t *entries;  /* bytes = session id (1..SN_ID_MAX), digest =
-                                      * sn_store_digest; NULL when n == 0 */
+            sn_msg_blob_t *entries;  /* bytes = session id (1..SN_ID_MAX), digest and
+                                      * vv = sn_store_digest_vv; NULL when n == 0 */
         } digest_rep;
         /* SN_MSG_FETCH_REQ */
         struct {
@@ -175,8 +176,8 @@ typedef struct {
  * sn_msg_encode - encode one frame.
  *
  * msg:     the message; only read. `sender` and the fields of msg->type's
- *          union member are encoded, with SN_MSG_VERSION; digests of blobs
- *          outside DIGEST_REP are ignored.
+ *          union member are encoded, with SN_MSG_VERSION; digests and
+ *          vectors of blobs outside DIGEST_REP are ignored.
  * out:     receives a malloc'd buffer the caller frees with free().
  * out_len: receives its length.
  * Returns 0, or: SN_EINVAL for a NULL argument, an unknown type, a NULL

@@ -81,6 +81,8 @@
 #define PARKED_MAX 8192             /* deltas waiting for an earlier one */
 #define PARKED_BYTES (32u << 20)
 #define PARK_MS 1000                /* then the session is fetched whole */
+#define SETTLE_MAX 65536            /* differences waiting for updates in flight */
+#define SETTLE_MS 1000              /* then the session is fetched whole */
 
 /* What the actor's epoll set watches: the actor pipe, the local queue's
  * wake-up pipe, SUB, ROUTER, then one DEALER per peer (by peer index). */
@@ -155,6 +157,20 @@ typedef struct {
     uint8_t *body;
 } parked_t;
 
+/* A session anti-entropy found different where the peer holds updates
+ * that are still on their way here (its vector has dots this node has not
+ * been announced yet): under a burst that is most of the differences, and
+ * fetching them whole would resend what the deltas bring anyway. It is
+ * compared again once the dots are due, and fetched only if still behind. */
+typedef struct {
+    uint64_t peer;              /* the node id whose digest differed */
+    uint64_t at_ms;
+    uint64_t digest;            /* the peer's */
+    sn_vv_t vv;                 /* the peer's vector; dots malloc'd */
+    uint32_t id_len;
+    uint8_t *id;
+} settle_t;
+
 /* Buffers lent to ZeroMQ without a copy (snapshot chunks of about
  * CHUNK_BYTES): ZeroMQ's I/O thread gives them back once sent, and the next
  * chunk reuses one. Fresh memory costs a page fault per 4 KiB on our VMs, and
@@ -202,7 +218,8 @@ struct sn_transport {
 
     struct {
         _Atomic uint64_t deltas_sent, batches_sent, deltas_received, deltas_dropped, duplicates,
-            gaps_detected, repairs_requested, repaired, full_fetches, resyncs, bad_frames,
+            gaps_detected, repairs_requested, repaired, full_fetches, resyncs, resync_settled,
+            bad_frames,
             queue_overflows, acks_timed_out, bytes_sent, bytes_received, snapshot_sessions;
     } st;
 
@@ -234,6 +251,8 @@ struct sn_transport {
     bool resync_wanted;         /* a fetch found nobody to ask */
     parked_t *parked;
     size_t nparked, parked_bytes;
+    settle_t *settle;
+    size_t nsettle, cap_settle;
     uint64_t last_fetch_ms;     /* fetches in flight hold back the applied vector */
     uint64_t dots_done;         /* every own dot up to this is published */
     uint64_t *dots_ahead;       /* own dots published out of order, sorted */
@@ -1146,8 +1165,10 @@ typedef struct {
 
 static void blobs_free(blobs_t *b)
 {
-    for (uint32_t i = 0; i < b->n; i++)
+    for (uint32_t i = 0; i < b->n; i++) {
         free((void *) b->items[i].bytes);
+        free(b->items[i].vv.dots);
+    }
     free(b->items);
     memset(b, 0, sizeof *b);
 }
@@ -1198,7 +1219,8 @@ static void on_digest_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
         max = DIGEST_BATCH;
     int more = sn_store_scan(t->store, &cursor, max, collect_id, &b);
     for (uint32_t i = 0; i < b.n; i++)
-        sn_store_digest(t->store, b.items[i].bytes, b.items[i].len, &b.items[i].digest);
+        sn_store_digest_vv(t->store, b.items[i].bytes, b.items[i].len, &b.items[i].digest,
+                           &b.items[i].vv);
     sn_msg_t r = {.type = SN_MSG_DIGEST_REP};
     r.u.digest_rep.next_cursor = cursor;
     r.u.digest_rep.done = more != 1;
@@ -1208,14 +1230,107 @@ static void on_digest_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
     blobs_free(&b);
 }
 
+enum { AE_SAME, AE_FETCH, AE_WAIT };
+
+/* Should this node hold dot `d` by now? It should once the dot's origin has
+ * announced it and every publish up to that announcement has arrived; a
+ * dot of an origin it does not know, or of its own, it should hold at once. */
+static bool dot_due(sn_transport_t *t, const sn_dot_t *d)
+{
+    peer_t *o = d->node == t->opt.node_id ? NULL : peer_by_id(t, d->node);
+    return !o || d->counter <= o->applied_dots ||
+           (d->counter <= o->ann_dots &&
+            sn_tracker_contiguous(t->tracker, o->node_id) >= o->ann_pseq);
+}
+
+/* Compares a peer's digest and vector of a session with ours: the same,
+ * fetch it (the peer holds updates we should hold, or equal vectors hide
+ * different states), or wait (what we lack is still on its way). Where we
+ * hold everything the peer does, the peer is the one behind: nothing to
+ * fetch, and its own anti-entropy heals it if its deltas do not. */
+static int ae_compare(sn_transport_t *t, const uint8_t *id, uint32_t id_len, uint64_t digest,
+                      const sn_vv_t *vv)
+{
+    uint64_t mine;
+    sn_vv_t my = {0};
+    int rc = sn_store_digest_vv(t->store, id, id_len, &mine, &my);
+    int verdict;
+    if (rc == 0 && mine == digest)
+        verdict = AE_SAME;
+    else if ((rc != 0 && rc != SN_ENOTFOUND) || !sn_vv_valid(vv))
+        verdict = AE_FETCH;
+    else if (rc == 0 && sn_vv_leq(vv, &my))
+        verdict = sn_vv_leq(&my, vv) ? AE_FETCH : AE_SAME;
+    else {
+        verdict = AE_WAIT;
+        for (uint32_t i = 0; i < vv->n && verdict == AE_WAIT; i++)
+            if (sn_vv_get(&my, vv->dots[i].node) < vv->dots[i].counter &&
+                dot_due(t, &vv->dots[i]))
+                verdict = AE_FETCH;
+    }
+    free(my.dots);
+    return verdict;
+}
+
+static bool settle_add(sn_transport_t *t, uint64_t peer, const sn_msg_blob_t *e)
+{
+    if (t->nsettle == SETTLE_MAX)
+        return false;
+    if (t->nsettle == t->cap_settle) {
+        size_t cap = t->cap_settle ? 2 * t->cap_settle : 256;
+        settle_t *a = realloc(t->settle, cap * sizeof *a);
+        if (!a)
+            return false;
+        t->settle = a;
+        t->cap_settle = cap;
+    }
+    settle_t s = {.peer = peer, .at_ms = mono_ms(), .digest = e->digest, .id_len = e->len,
+                  .vv.n = e->vv.n};
+    s.id = malloc(e->len);
+    s.vv.dots = malloc(e->vv.n ? e->vv.n * sizeof *s.vv.dots : 1);
+    if (!s.id || !s.vv.dots) {
+        free(s.id);
+        free(s.vv.dots);
+        return false;
+    }
+    memcpy(s.id, e->bytes, e->len);
+    if (e->vv.n)
+        memcpy(s.vv.dots, e->vv.dots, e->vv.n * sizeof *s.vv.dots);
+    t->settle[t->nsettle++] = s;
+    return true;
+}
+
+/* Compares the waiting differences again: each that caught up is done,
+ * each still behind once its dots are due, or that waited SETTLE_MS, is
+ * fetched from the peer that had it. */
+static void settle_check(sn_transport_t *t, uint64_t now)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < t->nsettle; i++) {
+        settle_t *s = &t->settle[i];
+        int v = ae_compare(t, s->id, s->id_len, s->digest, &s->vv);
+        if (v == AE_WAIT && now - s->at_ms < SETTLE_MS) {
+            t->settle[kept++] = *s;
+            continue;
+        }
+        if (v == AE_SAME)
+            count(&t->st.resync_settled, 1);
+        else
+            fetch_session(t, s->peer, s->id, s->id_len);
+        free(s->id);
+        free(s->vv.dots);
+    }
+    t->nsettle = kept;
+}
+
 static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
 {
     sn_msg_blob_t want[DIGEST_BATCH];
     uint32_t n = 0;
     for (uint32_t i = 0; i < m->u.digest_rep.n && n < DIGEST_BATCH; i++) {
         const sn_msg_blob_t *e = &m->u.digest_rep.entries[i];
-        uint64_t mine;
-        if (sn_store_digest(t->store, e->bytes, e->len, &mine) != 0 || mine != e->digest)
+        int v = ae_compare(t, e->bytes, e->len, e->digest, &e->vv);
+        if (v == AE_FETCH || (v == AE_WAIT && !settle_add(t, p->node_id, e)))
             want[n++] = *e;
     }
     if (n) {
@@ -1881,6 +1996,8 @@ static void actor_fn(zsock_t *pipe, void *arg)
         }
         if (now >= next_hb) {
             heartbeat(t, NULL);
+            if (t->nsettle)
+                settle_check(t, now);
             join_tick(t, now);
             sweep_pending(t);
             next_hb = now + t->opt.heartbeat_ms;
@@ -2051,6 +2168,11 @@ void sn_transport_destroy(sn_transport_t **self_p)
     for (size_t i = 0; i < t->nparked; i++)
         free(t->parked[i].body);
     free(t->parked);
+    for (size_t i = 0; i < t->nsettle; i++) {
+        free(t->settle[i].id);
+        free(t->settle[i].vv.dots);
+    }
+    free(t->settle);
     msgpack_sbuffer_destroy(&t->snap_states);
     msgpack_sbuffer_destroy(&t->pub_frame);
     free(t->snap_items);
@@ -2082,6 +2204,7 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
     LOAD(repaired);
     LOAD(full_fetches);
     LOAD(resyncs);
+    LOAD(resync_settled);
     LOAD(bad_frames);
     LOAD(queue_overflows);
     LOAD(acks_timed_out);

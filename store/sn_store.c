@@ -1829,6 +1829,12 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
 
 int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest)
 {
+    return sn_store_digest_vv(self, id, id_len, digest, NULL);
+}
+
+int sn_store_digest_vv(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest,
+                       sn_vv_t *vv)
+{
     if (!self || !digest)
         return SN_EINVAL;
     if (!sn_id_valid(id, id_len))
@@ -1846,6 +1852,10 @@ int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *d
             body_encode(NULL, &st, buf);
             *digest = hash64(buf, n, 0x5e55a0de5e55a0deull);
             free(buf);
+            if (vv) {
+                *vv = st.vv;
+                st.vv = (sn_vv_t) {0};
+            }
         } else {
             rc = SN_ENOMEM;
         }

@@ -222,6 +222,12 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
  * last_access), equal on replicas that hold the same updates. */
 int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest);
 
+/* The digest and, in *vv, the session's version vector (dots malloc'd, the
+ * caller frees vv->dots; untouched on failure). A digest says whether two
+ * replicas differ, the vectors which of them lacks what. */
+int sn_store_digest_vv(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest,
+                       sn_vv_t *vv);
+
 /* Removes every alive session whose max_inactive passed since last_access
  * (no delta: each replica expires on its own clock). Returns the number
  * removed. */

@@ -209,9 +209,8 @@ int main(int argc, char **argv)
             break;
         }
     free(f_deltas);
-    m.u.repair_rep.status = SN_MSG_REPAIR_TOO_OLD;
-    m.u.repair_rep.n = 0;
-    m.u.repair_rep.entries = NULL;
+    m = (sn_msg_t) {.type = SN_MSG_REPAIR_REP, .sender = 1,
+                    .u.repair_rep = {.origin = 1, .status = SN_MSG_REPAIR_TOO_OLD}};
     uint8_t *f_old = put_msg("msg-repair-rep-too-old", &m, &len);
     size_t l_old = len;
 
@@ -221,7 +220,8 @@ int main(int argc, char **argv)
     m.u.snap_req.credit = UINT32_MAX;
     free(put_msg("msg-snap-credit", &m, NULL));
 
-    sn_msg_blob_t states[] = {{s_alive, (uint32_t) l_alive, 0}, {s_tomb, (uint32_t) l_tomb, 0}};
+    sn_msg_blob_t states[] = {{s_alive, (uint32_t) l_alive, 0, {0, NULL}},
+                              {s_tomb, (uint32_t) l_tomb, 0, {0, NULL}}};
     m = (sn_msg_t) {.type = SN_MSG_SNAP_CHUNK, .sender = 1};
     m.u.snap_chunk.snap_id = 77;
     m.u.snap_chunk.chunk = 0;
@@ -239,10 +239,11 @@ int main(int argc, char **argv)
 
     m = (sn_msg_t) {.type = SN_MSG_DIGEST_REQ, .sender = 5, .u.digest_req = {0, 1000}};
     free(put_msg("msg-digest-req", &m, NULL));
+    sn_dot_t ddots[] = {{1, 5}, {2, UINT64_MAX}};
     sn_msg_blob_t digests[] = {
-        {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef)},
-        {(const uint8_t *) "t", 1, 0},
-        {(const uint8_t *) "session-3", 9, UINT64_MAX},
+        {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef), {1, ddots}},
+        {(const uint8_t *) "t", 1, 0, {0, NULL}},
+        {(const uint8_t *) "session-3", 9, UINT64_MAX, {2, ddots}},
     };
     m = (sn_msg_t) {.type = SN_MSG_DIGEST_REP, .sender = 1,
                     .u.digest_rep = {.next_cursor = 4096, .done = false, .n = 3,
@@ -291,7 +292,8 @@ int main(int argc, char **argv)
     put_patched("bad-msg-snap-chunk-last-as-uint", f_chunk, l_chunk, 6, 0x01);
     /* the last chunk's `true` turned `false` while it still carries a cut */
     put_patched("bad-msg-snap-chunk-cut-not-last", f_last, l_last, 6, 0xc2);
-    put_patched("bad-msg-digest-rep-odd-record", f_drep, l_drep, 9, 0x93);
+    /* a record without its vector, as before vectors were sent */
+    put_patched("bad-msg-digest-rep-short-record", f_drep, l_drep, 9, 0x92);
     put_patched("bad-msg-fetch-req-empty-id", f_freq, l_freq, 6, 0x00);
 
     static const uint8_t nonshortest_sender[] = {0x95, 0x01, 0x0c, 0xcc, 0x05, 0x01, 0x2a};

@@ -81,8 +81,11 @@ static void start_node(cluster_t *c, int i, const sn_config_t *cfg)
     assert_int_equal(sn_node_wait_ready(c->node[i], WAIT_MS), 0);
 }
 
-/* n nodes; `drop` is the fraction of received deltas each node drops. */
-static void cluster_start(cluster_t *c, int n, double drop)
+/* Adjusts node i's configuration before it starts. */
+typedef void (*tweak_fn)(int i, sn_config_t *cfg, void *arg);
+
+/* n nodes, each configured by node_config and then `tweak`. */
+static void cluster_start_with(cluster_t *c, int n, tweak_fn tweak, void *arg)
 {
     memset(c, 0, sizeof *c);
     c->n = n;
@@ -93,9 +96,21 @@ static void cluster_start(cluster_t *c, int n, double drop)
         sn_config_t cfg;
         const char *peers[MAX_NODES + 1];
         node_config(c, i, &cfg, peers);
-        cfg.test_drop_rate = drop;
+        tweak(i, &cfg, arg);
         start_node(c, i, &cfg);
     }
+}
+
+static void set_drop(int i, sn_config_t *cfg, void *arg)
+{
+    (void) i;
+    cfg->test_drop_rate = *(const double *) arg;
+}
+
+/* n nodes; `drop` is the fraction of received deltas each node drops. */
+static void cluster_start(cluster_t *c, int n, double drop)
+{
+    cluster_start_with(c, n, set_drop, &drop);
 }
 
 static void cluster_stop(cluster_t *c)
@@ -451,6 +466,51 @@ static void test_a_burst_travels_in_batches_and_arrives_whole(void **state)
     cluster_stop(&c);
 }
 
+/* Anti-entropy that runs while a burst is on its way finds the sessions
+ * whose deltas have not arrived yet; it waits for them instead of fetching
+ * each whole. Comparisons run every 10 ms here, so several fall in the
+ * burst. */
+static void set_antientropy(int i, sn_config_t *cfg, void *arg)
+{
+    (void) i;
+    cfg->antientropy_ms = *(const uint32_t *) arg;
+}
+
+static void test_anti_entropy_during_a_burst_waits_for_the_deltas(void **state)
+{
+    (void) state;
+    cluster_t c;
+    uint32_t every = 10;
+    cluster_start_with(&c, 2, set_antientropy, &every);
+    wait_connected(&c);
+    enum { N = 20000 };
+    for (int k = 0; k < N; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "ae:%d", k);
+        assert_int_equal(put_s(c.node[0], id, "n", id), 0);
+        if (k % 100 == 99)
+            sleep_ms(1);  /* spread over 200+ ms, so comparisons fall in it */
+    }
+    wait_same_digests(&c, N, "ae:%d");
+    sn_node_stats_t a, b;
+    sn_node_stats(c.node[0], &a);
+    sn_node_stats(c.node[1], &b);
+    print_message("  resyncs %llu + %llu, settled %llu + %llu, fetched %llu + %llu\n",
+                  (unsigned long long) a.resyncs, (unsigned long long) b.resyncs,
+                  (unsigned long long) a.resync_settled, (unsigned long long) b.resync_settled,
+                  (unsigned long long) a.full_fetches, (unsigned long long) b.full_fetches);
+    assert_true(b.resyncs >= 1);
+    /* B compared while deltas were on their way, and they closed it */
+    assert_true(b.resync_settled > 0);
+    /* A is never behind B: comparing with B gives it nothing to fetch */
+    assert_int_equal(a.full_fetches, 0);
+    assert_int_equal(a.resync_settled, 0);
+    /* whatever B still fetched waited out SETTLE_MS: rare, never the burst */
+    assert_true(b.full_fetches < N / 100);
+    assert_int_equal(b.deltas_received, N);
+    cluster_stop(&c);
+}
+
 static void test_tombstones_are_collected_once_every_node_has_them(void **state)
 {
     (void) state;
@@ -530,26 +590,20 @@ static void count_change(const void *id, size_t id_len, void *arg)
     __atomic_add_fetch(&ch->calls, 1, __ATOMIC_SEQ_CST);  /* publishes `last` */
 }
 
+static void watch_second(int i, sn_config_t *cfg, void *arg)
+{
+    if (i == 1) {
+        cfg->on_change = count_change;
+        cfg->on_change_arg = arg;
+    }
+}
+
 static void test_a_peer_change_is_notified_after_it_is_readable(void **state)
 {
     (void) state;
     cluster_t c;
-    memset(&c, 0, sizeof c);
-    c.n = 2;
-    g_cluster_no++;
     changes_t ch = {0};
-    for (int i = 0; i < c.n; i++)
-        snprintf(c.addr[i], sizeof c.addr[i], "inproc://cluster%d-node%d", g_cluster_no, i);
-    for (int i = 0; i < c.n; i++) {
-        sn_config_t cfg;
-        const char *peers[MAX_NODES + 1];
-        node_config(&c, i, &cfg, peers);
-        if (i == 1) {
-            cfg.on_change = count_change;
-            cfg.on_change_arg = &ch;
-        }
-        start_node(&c, i, &cfg);
-    }
+    cluster_start_with(&c, 2, watch_second, &ch);
     wait_connected(&c);
     assert_int_equal(put_s(c.node[0], "note:1", "user", "grace"), 0);
     uint64_t deadline = now_ms() + WAIT_MS;
@@ -601,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_a_write_with_two_acks_returns_when_two_peers_hold_it),
         cmocka_unit_test(test_nodes_converge_when_a_tenth_of_deltas_are_dropped),
         cmocka_unit_test(test_a_burst_travels_in_batches_and_arrives_whole),
+        cmocka_unit_test(test_anti_entropy_during_a_burst_waits_for_the_deltas),
         cmocka_unit_test(test_tombstones_are_collected_once_every_node_has_them),
         cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),

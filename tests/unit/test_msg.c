@@ -106,6 +106,10 @@ static void assert_blobs_equal(const sn_msg_blob_t *a, const sn_msg_blob_t *b, u
     for (uint32_t i = 0; i < n; i++) {
         assert_bytes_equal(a[i].bytes, a[i].len, b[i].bytes, b[i].len);
         assert_true(b[i].digest == (digests ? a[i].digest : 0));
+        if (digests)
+            assert_vv_equal(&a[i].vv, &b[i].vv);
+        else
+            assert_int_equal(b[i].vv.n, 0);
     }
 }
 
@@ -224,7 +228,8 @@ static size_t round_trip(const sn_msg_t *m)
     malloc_reset();
     assert_int_equal(sn_msg_decode(buf, len, &d), 0);
     assert_true(malloc_calls <= 1);
-    assert_true(malloc_largest <= len + 2 + (size_t) SN_MSG_ITEMS_MAX * 32 + SN_VV_MAX * 16);
+    assert_true(malloc_largest <= len + 2 + (size_t) SN_MSG_ITEMS_MAX * sizeof(sn_msg_blob_t) +
+                                      SN_VV_MAX * 16);
     memset(buf, 0xee, len);
     free(buf);
     assert_msg_equal(m, &d.msg);
@@ -300,13 +305,13 @@ static sn_msg_entry_t sample_deltas[] = {
     {42, 0, body_a, sizeof body_a},
 };
 static sn_msg_blob_t sample_states[] = {
-    {body_a, sizeof body_a, 0},
-    {body_b, sizeof body_b, 0},
+    {body_a, sizeof body_a, 0, {0, NULL}},
+    {body_b, sizeof body_b, 0, {0, NULL}},
 };
 static sn_msg_blob_t sample_ids[] = {
-    {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef)},
-    {(const uint8_t *) "session-2", 9, 0},
-    {(const uint8_t *) "t", 1, UINT64_MAX},
+    {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef), {1, sample_dots}},
+    {(const uint8_t *) "session-2", 9, 0, {0, NULL}},
+    {(const uint8_t *) "t", 1, UINT64_MAX, {3, sample_dots}},
 };
 
 /* One ordinary message of each type, with its arrays non-empty. */
@@ -384,8 +389,8 @@ static sn_msg_t sample(sn_msg_type_t type)
     return m;
 }
 
-/* ids in sample_ids carry digests; elsewhere digests are not encoded, so
- * round trips compare them as 0 (assert_blobs_equal knows). */
+/* ids in sample_ids carry digests and vectors; elsewhere those are not
+ * encoded, so round trips compare them as empty (assert_blobs_equal knows). */
 
 /* --------------------------------------------------------- round trips */
 
@@ -542,7 +547,8 @@ static void test_limits_round_trip(void **unused)
     assert_non_null(blobs);
     assert_non_null(entries);
     for (uint32_t i = 0; i < SN_MSG_ITEMS_MAX; i++) {
-        blobs[i] = (sn_msg_blob_t) {id, i % 7 ? 1 + i % SN_ID_MAX : SN_ID_MAX, (uint64_t) i * 7919};
+        blobs[i] = (sn_msg_blob_t) {id, i % 7 ? 1 + i % SN_ID_MAX : SN_ID_MAX, (uint64_t) i * 7919,
+                                    {0, NULL}};
         entries[i] = (sn_msg_entry_t) {UINT64_MAX - i, i, id, 1 + i % 5};
     }
     m = sample(SN_MSG_REPAIR_REP);
@@ -861,13 +867,15 @@ static void test_frame_over_the_limit_is_etoobig(void **unused)
     size_t third = SN_MSG_FRAME_MAX / 3 + 1;
     uint8_t *state = calloc(1, SN_WIRE_FRAME_MAX);
     assert_non_null(state);
-    sn_msg_blob_t three[3] = {{state, (uint32_t) third, 0}, {state, (uint32_t) third, 0},
-                              {state, (uint32_t) third, 0}};
+    sn_msg_blob_t three[3] = {{state, (uint32_t) third, 0, {0, NULL}},
+                              {state, (uint32_t) third, 0, {0, NULL}},
+                              {state, (uint32_t) third, 0, {0, NULL}}};
     m = (sn_msg_t) {.type = SN_MSG_FETCH_REP, .u.fetch_rep = {3, three}};
     malloc_reset();
     assert_encode_refused(&m, SN_ETOOBIG);
     /* two maximum states fill the frame exactly; their headers push it over */
-    sn_msg_blob_t two[2] = {{state, SN_WIRE_FRAME_MAX, 0}, {state, SN_WIRE_FRAME_MAX, 0}};
+    sn_msg_blob_t two[2] = {{state, SN_WIRE_FRAME_MAX, 0, {0, NULL}},
+                            {state, SN_WIRE_FRAME_MAX, 0, {0, NULL}}};
     m.u.fetch_rep.n = 2;
     m.u.fetch_rep.states = two;
     assert_encode_refused(&m, SN_ETOOBIG);
@@ -978,7 +986,7 @@ static void test_field_rules_are_enforced_both_ways(void **unused)
     assert_rejected(empty_body, sizeof empty_body, SN_EPROTO);
     uint8_t id[SN_ID_MAX + 1];
     memset(id, 'i', sizeof id);
-    sn_msg_blob_t ids[] = {{id, SN_ID_MAX + 1, 0}};
+    sn_msg_blob_t ids[] = {{id, SN_ID_MAX + 1, 0, {0, NULL}}};
     m = (sn_msg_t) {.type = SN_MSG_FETCH_REQ, .u.fetch_req = {1, ids}};
     assert_encode_refused(&m, SN_EINVAL);
     ids[0].len = 0;
@@ -1039,6 +1047,22 @@ static void test_field_rules_are_enforced_both_ways(void **unused)
     static const uint8_t flat_digest[] = {0x96, 0x01, 0x09, 0x01, 0x01, 0xc2,
                                           0x92, 0xc4, 0x01, 's', 0x05};
     assert_rejected(flat_digest, sizeof flat_digest, SN_EPROTO);
+    /* a digest record without its vector (the layout before vectors) */
+    static const uint8_t no_vv[] = {0x96, 0x01, 0x09, 0x01, 0x01, 0xc2,
+                                    0x91, 0x92, 0xc4, 0x01, 's', 0x05};
+    assert_rejected(no_vv, sizeof no_vv, SN_EPROTO);
+    static const uint8_t digest_odd_vv[] = {0x96, 0x01, 0x09, 0x01, 0x01, 0xc2,
+                                            0x91, 0x93, 0xc4, 0x01, 's', 0x05, 0x91, 0x01};
+    assert_rejected(digest_odd_vv, sizeof digest_odd_vv, SN_EPROTO);
+    static const uint8_t digest_ok[] = {0x96, 0x01, 0x09, 0x01, 0x01, 0xc2,
+                                        0x91, 0x93, 0xc4, 0x01, 's', 0x05, 0x92, 0x01, 0x02};
+    assert_int_equal(check_any_input(digest_ok, sizeof digest_ok), 1);
+    /* the encoder refuses what the decoder would */
+    sn_msg_blob_t bad_vv[] = {{(const uint8_t *) "s", 1, 5, {1, NULL}}};
+    m = (sn_msg_t) {.type = SN_MSG_DIGEST_REP, .u.digest_rep = {0, false, 1, bad_vv}};
+    assert_encode_refused(&m, SN_EINVAL);
+    bad_vv[0].vv = (sn_vv_t) {SN_VV_MAX + 1, sample_dots};
+    assert_encode_refused(&m, SN_EINVAL);
     static const uint8_t negative[] = {0x95, 0x01, 0x0c, 0xff, 0x01, 0x01};
     assert_rejected(negative, sizeof negative, SN_EPROTO);
 

@@ -1916,6 +1916,50 @@ static void test_export_and_digest_of_a_missing_id_are_enotfound(void **state)
     node_close(&a);
 }
 
+/* The vector beside the digest tells which replica is behind: here b has
+ * a's first write only, so b's vector is below a's. */
+static void test_digest_vv_gives_the_vector_that_orders_replicas(void **state)
+{
+    (void) state;
+    node_t a, b;
+    node_open(&a, 1);
+    node_open(&b, 2);
+    assert_int_equal(put_s(a.store, "s", "k", "v1"), 0);
+    deliver(&a, 0, &b);
+    size_t seen = a.log.n;
+    assert_int_equal(put_s(a.store, "s", "k", "v2"), 0);
+
+    uint64_t da, db, plain;
+    sn_vv_t va = {0}, vb = {0};
+    assert_int_equal(sn_store_digest_vv(a.store, "s", 1, &da, &va), 0);
+    assert_int_equal(sn_store_digest_vv(b.store, "s", 1, &db, &vb), 0);
+    assert_int_equal(sn_store_digest(a.store, "s", 1, &plain), 0);
+    assert_true(plain == da);
+    assert_true(da != db);
+    assert_true(sn_vv_valid(&va) && sn_vv_valid(&vb));
+    assert_int_equal(va.n, 1);
+    assert_true(va.dots[0].node == 1 && va.dots[0].counter == sn_store_seq(a.store));
+    assert_true(sn_vv_leq(&vb, &va));
+    assert_false(sn_vv_leq(&va, &vb));
+    free(vb.dots);
+    vb = (sn_vv_t) {0};
+
+    /* once b has the second write too, digests and vectors agree */
+    deliver(&a, seen, &b);
+    assert_int_equal(sn_store_digest_vv(b.store, "s", 1, &db, &vb), 0);
+    assert_true(da == db);
+    assert_true(sn_vv_leq(&va, &vb) && sn_vv_leq(&vb, &va));
+    free(va.dots);
+    free(vb.dots);
+
+    /* a missing id leaves the vector alone */
+    sn_vv_t untouched = {7, NULL};
+    assert_int_equal(sn_store_digest_vv(a.store, "nope", 4, &da, &untouched), SN_ENOTFOUND);
+    assert_int_equal(untouched.n, 7);
+    node_close(&a);
+    node_close(&b);
+}
+
 /* ------------------------------------------------------------------- GC */
 
 static void test_gc_removes_tombstones_covered_by_the_stable_vector(void **state)
@@ -2107,6 +2151,7 @@ int main(void)
         cmocka_unit_test(test_scan_visits_every_session_while_the_table_grows),
         cmocka_unit_test(test_sessions_stay_reachable_while_the_table_is_rehashed),
         cmocka_unit_test(test_export_and_digest_of_a_missing_id_are_enotfound),
+        cmocka_unit_test(test_digest_vv_gives_the_vector_that_orders_replicas),
         cmocka_unit_test(test_gc_removes_tombstones_covered_by_the_stable_vector),
         cmocka_unit_test(test_merge_of_a_collected_tombstone_is_ignored),
         cmocka_unit_test(test_a_write_concurrent_with_a_collectable_destroy_is_ignored),
