@@ -25,8 +25,10 @@
  * gaps, including a lost tail (heartbeats carry the last pseq). A gap older
  * than the grace period is asked of the origin (REPAIR_REQ); a backlog that
  * no longer holds it answers TOO_OLD, and the receiver then runs
- * anti-entropy against a live peer: digests by chunks, then the full state
- * of every session that differs. A delta the store cannot apply (it names an
+ * anti-entropy against a live peer: digests and version vectors by chunks,
+ * then the full state of every session the peer holds updates of that this
+ * node should hold by now (those still in flight get the time to arrive;
+ * see settle_t). A delta the store cannot apply (it names an
  * unknown session or reveals a missed update) makes the receiver fetch that
  * session whole. So nothing depends on PUB/SUB delivering everything.
  *

@@ -234,7 +234,8 @@ typedef struct {
     uint64_t repairs_requested; /* repair requests sent */
     uint64_t repaired;          /* deltas recovered from a peer's backlog */
     uint64_t full_fetches;      /* sessions fetched whole */
-    uint64_t resyncs;           /* anti-entropy rounds after a backlog miss */
+    uint64_t resyncs;           /* anti-entropy rounds (periodic, or after a
+                                 * backlog miss) */
     uint64_t resync_settled;    /* differences anti-entropy found that their
                                  * deltas, still in flight, then closed */
     uint64_t bad_frames;        /* undecodable or invalid input, dropped */
