@@ -33,7 +33,7 @@
  *    in zmq_recv; C drains too), and Redis (A SETs on the primary and waits
  *    for the reply; B blocks on the replica's keyspace event for each SET it
  *    applies; the second replica just follows).
- *    The sizes and the three systems take turns, round after round (3 by
+ *    The sizes and the three systems take turns, round after round (5 by
  *    default), each round starting with the next size and the next
  *    system, and each percentile quoted is the median over the rounds: a
  *    stall of the VM (several ms, a few times a second, hitting whichever
@@ -1295,7 +1295,7 @@ static void usage(FILE *out)
           "  --warmup N         unmeasured writes before them (default 2000)\n"
           "  --tput-writes N    writes per throughput round, 1 KiB (default 200000)\n"
           "  --rounds R         throughput and join rounds (default 3)\n"
-          "  --lat-rounds R     latency rounds per size, each system in turn (default 3)\n"
+          "  --lat-rounds R     latency rounds per size, each system in turn (default 5)\n"
           "  --join-sessions N  sessions a joining node copies, 1 KiB (default 100000)\n"
           "  --sizes B,B        value sizes for latency (default 256,1024)\n"
           "  --poll-us N        detectors sleep N us between probes (sessnode: 1000x that\n"
@@ -1318,7 +1318,7 @@ static int parse_int(const char *flag, const char *s, int lo, int hi)
 static void parse_args(int argc, char **argv, params_t *p)
 {
     *p = (params_t){.rate = 10000, .lat_writes = 20000, .warmup = 2000, .tput_writes = 200000,
-                    .rounds = 3, .lat_rounds = 3, .join_sessions = 100000, .poll_us = 20, .sizes = {256, 1024}, .nsizes = 2};
+                    .rounds = 3, .lat_rounds = 5, .join_sessions = 100000, .poll_us = 20, .sizes = {256, 1024}, .nsizes = 2};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
