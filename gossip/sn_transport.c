@@ -1302,20 +1302,29 @@ static bool settle_add(sn_transport_t *t, uint64_t peer, const sn_msg_blob_t *e)
     return true;
 }
 
-/* Compares the waiting differences again: each that caught up is done,
- * each still behind once its dots are due, or that waited SETTLE_MS, is
- * fetched from the peer that had it. */
+static bool all_due(sn_transport_t *t, const sn_vv_t *vv)
+{
+    for (uint32_t i = 0; i < vv->n; i++)
+        if (!dot_due(t, &vv->dots[i]))
+            return false;
+    return true;
+}
+
+/* Compares each waiting difference again once every dot of the peer's
+ * vector is due, or it has waited SETTLE_MS: caught up, it is done; still
+ * behind, it is fetched from the peer that had it. Until then it costs a
+ * look at the peers' announcements, not a store lookup, so a long list
+ * stays cheap. */
 static void settle_check(sn_transport_t *t, uint64_t now)
 {
     size_t kept = 0;
     for (size_t i = 0; i < t->nsettle; i++) {
         settle_t *s = &t->settle[i];
-        int v = ae_compare(t, s->id, s->id_len, s->digest, &s->vv);
-        if (v == AE_WAIT && now - s->at_ms < SETTLE_MS) {
+        if (now - s->at_ms < SETTLE_MS && !all_due(t, &s->vv)) {
             t->settle[kept++] = *s;
             continue;
         }
-        if (v == AE_SAME)
+        if (ae_compare(t, s->id, s->id_len, s->digest, &s->vv) == AE_SAME)
             count(&t->st.resync_settled, 1);
         else
             fetch_session(t, s->peer, s->id, s->id_len);
