@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -38,17 +39,31 @@
 #define REGION (4u * 1024 * 1024)
 #define FINE_MAX 2048u           /* 16-byte steps up to here */
 #define CLASSES_MAX 256
+#define RUN_HDR 64u              /* a run's header, before its first block */
+
+/* A run starts with its header; runs are RUN-aligned (regions are
+ * REGION-aligned), so a block finds its run by masking its address. */
+typedef struct run {
+    struct run *prev, *next;     /* on its class's list of runs with free
+                                  * blocks, or (next) on the empty pool */
+    void *free;                  /* its freed blocks, linked through their first word */
+    char *faulted;               /* its pages are faulted in up to here */
+    uint32_t live;               /* its blocks handed out */
+    bool listed;                 /* on its class's list */
+} run_t;
+
+#define RUN_OF(p) ((run_t *) ((uintptr_t) (p) & ~(uintptr_t) (RUN - 1)))
 
 typedef struct {
-    void *free;                  /* freed blocks, linked through their first word */
-    char *bump, *end;            /* the faulted-in rest of the class's run */
-    char *limit;                 /* the end of its run */
-    uint64_t blocks;
+    run_t *partial;              /* runs with freed blocks, reused first */
+    run_t *carving;              /* the run new blocks are cut from, end to end */
+    char *bump;                  /* where the next one is cut */
 } class_t;
 
 struct sn_slab {
     pthread_mutex_t lock;
     class_t cls[CLASSES_MAX];
+    run_t *empty;                /* runs whose blocks were all freed: any class may take one */
     char *next, *limit;          /* the rest of the current region */
     char **regions;
     size_t nregions, cap_regions;
@@ -127,57 +142,123 @@ void sn_slab_destroy(sn_slab_t **self_p)
     *self_p = NULL;
 }
 
-/* A fresh run of address space, not yet faulted in; NULL when the system
- * refuses memory. A class carves its blocks from one run end to end, across
- * page boundaries, so only the run's last block wastes space. */
-static char *take_run(sn_slab_t *self)
+/* REGION bytes of address space aligned to REGION, so that every run in it
+ * is RUN-aligned; NULL when the system refuses. */
+static char *map_region(void)
 {
+    /* MAP_NORESERVE: a region is address space until its pages are
+     * faulted in */
+    char *m = mmap(NULL, 2 * (size_t) REGION, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *r = (char *) (((uintptr_t) m + REGION - 1) & ~(uintptr_t) (REGION - 1));
+    if (r > m)
+        munmap(m, (size_t) (r - m));
+    munmap(r + REGION, (size_t) (m + 2 * (size_t) REGION - (r + REGION)));
+    return r;
+}
+
+/* Faults in the next PAGE of run `r` (best effort: without it the pages
+ * fault in 4 KiB at a time). */
+static void fault_in(sn_slab_t *self, run_t *r)
+{
+    (void) madvise(r->faulted, PAGE, MADV_POPULATE_WRITE);
+    r->faulted += PAGE;
+    self->mapped += PAGE;
+}
+
+/* A run for a class to carve: an emptied one (its pages already faulted
+ * in), else fresh address space; NULL when the system refuses memory. */
+static run_t *take_run(sn_slab_t *self)
+{
+    run_t *r = self->empty;
+    if (r) {
+        self->empty = r->next;
+        r->next = NULL;
+        return r;
+    }
     if (self->next == self->limit && self->used_regions < self->nregions) {
-        char *r = self->regions[self->used_regions++];  /* kept by a reset */
-        self->next = r;
-        self->limit = r + REGION;
+        char *reg = self->regions[self->used_regions++];  /* kept by a reset */
+        self->next = reg;
+        self->limit = reg + REGION;
     } else if (self->next == self->limit) {
         if (self->nregions == self->cap_regions) {
             size_t cap = self->cap_regions ? 2 * self->cap_regions : 16;
-            char **r = realloc(self->regions, cap * sizeof *r);
-            if (!r)
+            char **regs = realloc(self->regions, cap * sizeof *regs);
+            if (!regs)
                 return NULL;
-            self->regions = r;
+            self->regions = regs;
             self->cap_regions = cap;
         }
-        /* MAP_NORESERVE: a region is address space until its pages are
-         * faulted in */
-        char *r = mmap(NULL, REGION, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (r == MAP_FAILED)
+        char *reg = map_region();
+        if (!reg)
             return NULL;
-        POISON(r, REGION);
-        self->regions[self->nregions++] = r;
+        POISON(reg, REGION);
+        self->regions[self->nregions++] = reg;
         self->used_regions = self->nregions;
-        self->next = r;
-        self->limit = r + REGION;
+        self->next = reg;
+        self->limit = reg + REGION;
     }
-    char *run = self->next;
+    r = (run_t *) self->next;
     self->next += RUN;
-    return run;
+    UNPOISON(r, RUN_HDR);
+    memset(r, 0, sizeof *r);
+    r->faulted = (char *) r;
+    fault_in(self, r);
+    return r;
+}
+
+static void list_run(class_t *c, run_t *r)
+{
+    r->prev = NULL;
+    r->next = c->partial;
+    if (c->partial)
+        c->partial->prev = r;
+    c->partial = r;
+    r->listed = true;
+}
+
+static void unlist_run(class_t *c, run_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        c->partial = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
+    r->listed = false;
+}
+
+/* A run none of whose blocks is handed out goes to the pool any class takes
+ * runs from: after sessions grow into the next class, the runs of the class
+ * they left serve new blocks of whatever size instead of staying reserved. */
+static void empty_run(sn_slab_t *self, class_t *c, run_t *r)
+{
+    if (r->listed)
+        unlist_run(c, r);
+    r->free = NULL;
+    r->next = self->empty;
+    self->empty = r;
 }
 
 /* Makes room for a block of `size` at c->bump: faults in the next page of
- * the run, or starts a new run. */
+ * the run, or starts carving another. */
 static bool grow_class(sn_slab_t *self, class_t *c, size_t size)
 {
-    if (!c->limit || c->limit - c->end < (ptrdiff_t) PAGE ||
-        (size_t) (c->end + PAGE - c->bump) < size) {
-        char *run = take_run(self);
-        if (!run)
+    run_t *r = c->carving;
+    if (!r || (size_t) ((char *) r + RUN - c->bump) < size) {
+        run_t *fresh = take_run(self);
+        if (!fresh)
             return false;
-        c->bump = c->end = run;
-        c->limit = run + RUN;
+        if (r && r->live == 0)
+            empty_run(self, c, r);
+        c->carving = r = fresh;
+        c->bump = (char *) r + RUN_HDR;
     }
-    /* best effort: without it the page faults in 4 KiB at a time */
-    (void) madvise(c->end, PAGE, MADV_POPULATE_WRITE);
-    c->end += PAGE;
-    self->mapped += PAGE;
+    while ((size_t) (r->faulted - c->bump) < size)
+        fault_in(self, r);
     return true;
 }
 
@@ -188,22 +269,22 @@ void *sn_slab_alloc(sn_slab_t *self, uint8_t klass)
     class_t *c = &self->cls[klass];
     size_t size = g_size[klass];
     char *b = NULL;
+    run_t *r = NULL;
     pthread_mutex_lock(&self->lock);
-    if (c->free) {
-        b = c->free;
+    if ((r = c->partial)) {
+        b = r->free;
         UNPOISON(b, size);
-        memcpy(&c->free, b, sizeof(void *));
-    } else {
-        if ((size_t) (c->end - c->bump) < size)
-            grow_class(self, c, size);
-        if ((size_t) (c->end - c->bump) >= size) {
-            b = c->bump;
-            c->bump += size;
-            UNPOISON(b, size);
-        }
+        memcpy(&r->free, b, sizeof(void *));
+        if (!r->free)
+            unlist_run(c, r);
+    } else if (grow_class(self, c, size)) {
+        r = c->carving;
+        b = c->bump;
+        c->bump += size;
+        UNPOISON(b, size);
     }
     if (b) {
-        c->blocks++;
+        r->live++;
         self->blocks++;
         self->in_use += size;
     }
@@ -217,11 +298,16 @@ void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass)
         return;
     class_t *c = &self->cls[klass];
     size_t size = g_size[klass];
+    run_t *r = RUN_OF(block);
     pthread_mutex_lock(&self->lock);
-    memcpy(block, &c->free, sizeof(void *));
-    c->free = block;
+    memcpy(block, &r->free, sizeof(void *));
+    r->free = block;
     POISON(block, size);
-    c->blocks--;
+    r->live--;
+    if (r->live == 0 && r != c->carving)
+        empty_run(self, c, r);
+    else if (!r->listed)
+        list_run(c, r);
     self->blocks--;
     self->in_use -= size;
     pthread_mutex_unlock(&self->lock);
@@ -235,6 +321,7 @@ int sn_slab_reset(sn_slab_t *self)
     int rc = self->blocks ? -1 : 0;
     if (!rc) {
         memset(self->cls, 0, sizeof self->cls);
+        self->empty = NULL;
         for (size_t i = 0; i < self->nregions; i++)
             POISON(self->regions[i], REGION);
         self->used_regions = 0;

@@ -14,10 +14,15 @@
  * 2 KiB, then 1/16 steps), carved end to end from 1 MiB runs of 4 MiB
  * mappings, each run faulted in 64 KiB ahead of the class's next block
  * (MADV_POPULATE_WRITE, one call instead of 16 faults; where the kernel lacks
- * it, pages fault in as usual). A freed block goes on its class's free list
- * and is reused by the next block of that class; pages go back to the system
- * only when the store is destroyed, as in memcached's slabs. Larger blocks
- * use malloc.
+ * it, pages fault in as usual). A freed block goes on its run's free list
+ * and is reused by the next block of that class. A run whose blocks have
+ * all been freed goes to a pool that every class takes runs from, pages
+ * still faulted in: when an update makes sessions a few bytes larger and
+ * they move to the next class, the runs they leave serve that class instead
+ * of staying reserved for the old one (100,000 sessions of 1 KiB, each
+ * updated once: 115 MB of RSS, against 211-222 MB with runs kept per
+ * class). Pages go back to the system only when the store is destroyed, as
+ * in memcached's slabs. Larger blocks use malloc.
  *
  * One mutex guards it all: it is taken for a few instructions under a shard
  * lock, so it is the innermost lock of the store.

@@ -4,7 +4,8 @@
  * Classes cover every size up to SN_SLAB_MAX with little waste and grow
  * with the size; blocks are usable over their whole class size, never
  * overlap, survive other blocks coming and going, and freed blocks are
- * reused; the counters follow; a reset carves again from the first page;
+ * reused; runs whose blocks were all freed serve other classes; the
+ * counters follow; a reset carves again from the first page;
  * threads allocating and freeing at once get distinct blocks.
  */
 #include <setjmp.h>
@@ -172,6 +173,49 @@ static void test_reset(void **state)
     sn_slab_destroy(&s);
 }
 
+/* Blocks that all move to the next class, as sessions do when an update
+ * makes them a few bytes larger: the runs they leave serve the new class
+ * instead of staying reserved for the old one. */
+static void test_emptied_runs_serve_other_classes(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    uint8_t small = sn_slab_class(1100), big = sn_slab_class(1120);
+    assert_true(big > small);
+    size_t ss = sn_slab_class_size(small), bs = sn_slab_class_size(big);
+    enum { N = 4000 };  /* about 4.4 MB: several runs */
+    uint8_t **b = calloc(N, sizeof *b);
+    assert_non_null(b);
+    for (int i = 0; i < N; i++) {
+        b[i] = sn_slab_alloc(s, small);
+        assert_non_null(b[i]);
+        stamp(b[i], ss, (uint32_t) i);
+    }
+    sn_slab_stats_t before, after;
+    sn_slab_stats(s, &before);
+    for (int i = 0; i < N; i++) {
+        uint8_t *nb = sn_slab_alloc(s, big);
+        assert_non_null(nb);
+        assert_true(stamped(b[i], ss, (uint32_t) i));
+        stamp(nb, bs, (uint32_t) i + N);
+        sn_slab_free(s, b[i], small);
+        b[i] = nb;
+    }
+    sn_slab_stats(s, &after);
+    /* kept apart, the two classes would need twice the pages */
+    assert_true(after.mapped < before.mapped + (3u << 20));
+    assert_int_equal(after.blocks, N);
+    for (int i = 0; i < N; i++) {
+        assert_true(stamped(b[i], bs, (uint32_t) i + N));
+        sn_slab_free(s, b[i], big);
+    }
+    sn_slab_stats(s, &after);
+    assert_int_equal(after.blocks, 0);
+    assert_int_equal(after.in_use, 0);
+    free(b);
+    sn_slab_destroy(&s);
+}
+
 typedef struct {
     sn_slab_t *slab;
     uint32_t tag;
@@ -239,6 +283,7 @@ int main(void)
         cmocka_unit_test(test_blocks_hold_their_bytes),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_emptied_runs_serve_other_classes),
         cmocka_unit_test(test_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
