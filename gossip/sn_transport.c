@@ -613,7 +613,7 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
     if (was_empty) {
         uint8_t one = 1;
         ssize_t n = write(t->wake[1], &one, 1);
-        (void) n;  /* a full counter still wakes the actor */
+        (void) n;  /* a full pipe already wakes the actor */
     }
 }
 
@@ -921,6 +921,30 @@ static void owe_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, const uin
     memcpy(fa->id, id, id_len);
 }
 
+/* What follows applying a delta, whether it came now or waited parked: a
+ * change is notified, a refusal counted, a delta that needs the whole
+ * session fetches it (its acknowledgement waits for the session), and any
+ * other is acknowledged if the writer asked. */
+static void after_apply(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
+                        const sn_delta_t *delta, int rc)
+{
+    if (rc == SN_APPLY_APPLIED)
+        changed(t, delta->id, delta->id_len);
+    if (rc == SN_APPLY_NEED_FULL) {
+        fetch_session(t, origin, delta->id, delta->id_len);
+        if (flags & SN_MSG_F_ACK)
+            owe_ack(t, origin, pseq, delta->id, delta->id_len);
+        return;
+    }
+    if (rc < 0) {
+        count(&t->st.bad_frames, 1);
+        tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
+             (unsigned long long) origin, sn_strerror(rc));
+    }
+    if (flags & SN_MSG_F_ACK)
+        send_ack(t, origin, pseq);
+}
+
 static bool park(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
                  const uint8_t *body, uint32_t len)
 {
@@ -963,16 +987,8 @@ static void retry_parked(sn_transport_t *t, uint64_t now)
         parked_t *p = &ready[i];
         sn_wire_delta_t d;
         if (sn_wire_decode_delta(p->body, p->len, &d) == 0) {
-            int rc = sn_store_apply(t->store, &d.delta);
-            if (rc == SN_APPLY_APPLIED)
-                changed(t, d.delta.id, d.delta.id_len);
-            if (rc == SN_APPLY_NEED_FULL) {
-                fetch_session(t, p->origin, d.delta.id, d.delta.id_len);
-                if (p->flags & SN_MSG_F_ACK)
-                    owe_ack(t, p->origin, p->pseq, d.delta.id, d.delta.id_len);
-            } else if (rc >= 0 && (p->flags & SN_MSG_F_ACK)) {
-                send_ack(t, p->origin, p->pseq);
-            }
+            after_apply(t, p->origin, p->pseq, p->flags, &d.delta,
+                        sn_store_apply(t->store, &d.delta));
             sn_wire_delta_release(&d);
         }
         free(p->body);
@@ -998,23 +1014,10 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     }
     count(&t->st.deltas_received, 1);
     int rc = sn_store_apply(t->store, &d.delta);
-    if (rc == SN_APPLY_APPLIED)
-        changed(t, d.delta.id, d.delta.id_len);
-    if (rc == SN_APPLY_NEED_FULL && park(t, origin, pseq, flags, body, body_len)) {
-        sn_wire_delta_release(&d);
-        return;
-    }
-    if (rc == SN_APPLY_NEED_FULL) {
-        fetch_session(t, origin, d.delta.id, d.delta.id_len);
-        if (flags & SN_MSG_F_ACK)
-            owe_ack(t, origin, pseq, d.delta.id, d.delta.id_len);
-    } else if (rc < 0) {
-        count(&t->st.bad_frames, 1);
-        tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
-             (unsigned long long) origin, sn_strerror(rc));
-    }
-    if ((flags & SN_MSG_F_ACK) && rc != SN_APPLY_NEED_FULL)
-        send_ack(t, origin, pseq);
+    /* a delta whose missing update a pending repair most likely brings
+     * waits for it before the session is fetched whole */
+    if (rc != SN_APPLY_NEED_FULL || !park(t, origin, pseq, flags, body, body_len))
+        after_apply(t, origin, pseq, flags, &d.delta, rc);
     sn_wire_delta_release(&d);
 }
 

@@ -22,6 +22,7 @@
 
 #include "sessnode.h"
 #include "sn_store.h"
+#include "sn_test_dump.h"
 
 sn_store_t *sn_node_store(sn_node_t *node);
 
@@ -173,26 +174,6 @@ static void wait_value(sn_node_t *node, const char *id, const char *name, const 
     }
 }
 
-static void dump_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
-{
-    (void) arg;
-    fprintf(stderr, "    %.*s vv[", (int) id_len, id);
-    for (uint32_t i = 0; i < st->vv.n; i++)
-        fprintf(stderr, " %llu:%llu", (unsigned long long) st->vv.dots[i].node,
-                (unsigned long long) st->vv.dots[i].counter);
-    fprintf(stderr, " ] dv[");
-    for (uint32_t i = 0; i < st->dv.n; i++)
-        fprintf(stderr, " %llu:%llu", (unsigned long long) st->dv.dots[i].node,
-                (unsigned long long) st->dv.dots[i].counter);
-    fprintf(stderr, " ] meta %d stamp %llx/%llu\n", st->has_meta,
-            (unsigned long long) st->meta_stamp, (unsigned long long) st->meta_origin);
-    for (uint32_t i = 0; i < st->nattrs; i++)
-        fprintf(stderr, "      %.*s = %s%.*s stamp %llx origin %llu\n", (int) st->attrs[i].name_len,
-                st->attrs[i].name, st->attrs[i].removed ? "(removed)" : "",
-                (int) st->attrs[i].value_len, st->attrs[i].value ? (const char *) st->attrs[i].value : "",
-                (unsigned long long) st->attrs[i].stamp, (unsigned long long) st->attrs[i].origin);
-}
-
 /* What every node holds of `id`, for a failure report. */
 static void dump_session(cluster_t *c, const char *id)
 {
@@ -208,7 +189,8 @@ static void dump_session(cluster_t *c, const char *id)
                 (unsigned long long) st.gaps_detected, (unsigned long long) st.repairs_requested,
                 (unsigned long long) st.repaired, (unsigned long long) st.full_fetches,
                 (unsigned long long) st.resyncs, (unsigned long long) st.bad_frames);
-        if (sn_store_export(sn_node_store(c->node[i]), id, strlen(id), dump_cb, NULL))
+        if (sn_store_export(sn_node_store(c->node[i]), id, strlen(id), sn_test_dump_state,
+                            NULL))
             fprintf(stderr, "    (nothing)\n");
     }
 }

@@ -31,6 +31,7 @@
 
 #include "sn_store.h"
 #include "sn_wire.h"
+#include "sn_test_dump.h"
 
 #define MAX_REPLICAS 5
 #define NKEYS 6
@@ -410,29 +411,6 @@ static void snapshot_free(snapshot_t *s)
         free(s->v[i].bytes);
 }
 
-static void dump_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
-{
-    (void) arg;
-    fprintf(stderr, "    %.*s vv[", (int) id_len, id);
-    for (uint32_t i = 0; i < st->vv.n; i++)
-        fprintf(stderr, " %llu:%llu", (unsigned long long) st->vv.dots[i].node,
-                (unsigned long long) st->vv.dots[i].counter);
-    fprintf(stderr, " ] dv[");
-    for (uint32_t i = 0; i < st->dv.n; i++)
-        fprintf(stderr, " %llu:%llu", (unsigned long long) st->dv.dots[i].node,
-                (unsigned long long) st->dv.dots[i].counter);
-    fprintf(stderr, " ] meta %d/%u/%llx/%llu la %llu\n", st->has_meta, st->max_inactive,
-            (unsigned long long) st->meta_stamp, (unsigned long long) st->meta_origin,
-            (unsigned long long) st->last_access_ms);
-    for (uint32_t i = 0; i < st->nattrs; i++) {
-        const sn_attr_t *a = &st->attrs[i];
-        fprintf(stderr, "      %.*s = %s%.*s flags %u stamp %llx origin %llu\n",
-                (int) a->name_len, a->name, a->removed ? "(removed)" : "", (int) a->value_len,
-                a->value ? (const char *) a->value : "", a->flags,
-                (unsigned long long) a->stamp, (unsigned long long) a->origin);
-    }
-}
-
 /* In replay mode, shows one session on every replica. */
 static void dump_session(world_t *w, const char *id)
 {
@@ -440,7 +418,7 @@ static void dump_session(world_t *w, const char *id)
         return;
     for (int r = 0; r < w->nrep; r++) {
         fprintf(stderr, "  replica %d:\n", r);
-        sn_store_export(w->rep[r].store, id, strlen(id), dump_cb, NULL);
+        sn_store_export(w->rep[r].store, id, strlen(id), sn_test_dump_state, NULL);
     }
 }
 
