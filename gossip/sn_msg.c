@@ -59,7 +59,7 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_DIGEST_REP] = 3,
     [SN_MSG_FETCH_REQ] = 1,
     [SN_MSG_FETCH_REP] = 1,
-    [SN_MSG_ACK] = 2,
+    [SN_MSG_ACK] = 3,
     [SN_MSG_DELTAS] = 1,
 };
 
@@ -286,6 +286,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
     case SN_MSG_ACK:
         err |= msgpack_pack_uint64(pk, m->u.ack.origin);
         err |= msgpack_pack_uint64(pk, m->u.ack.pseq);
+        err |= msgpack_pack_uint32(pk, m->u.ack.status);
         break;
     }
     return err;
@@ -490,7 +491,9 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
     case SN_MSG_ACK:
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.ack.origin)))
             return rc;
-        return sn_mpack_read_uint(&r->m, &m->u.ack.pseq);
+        if ((rc = sn_mpack_read_uint(&r->m, &m->u.ack.pseq)))
+            return rc;
+        return sn_mpack_read_uint32(&r->m, &m->u.ack.status);
     case SN_MSG_DELTAS:
         if ((rc = sn_msg_read_entries(r, &m->u.deltas.n, &m->u.deltas.entries, true)))
             return rc;

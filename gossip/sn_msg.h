@@ -163,6 +163,7 @@ typedef struct {
         struct {
             uint64_t origin;         /* whose publish stream */
             uint64_t pseq;           /* the publish sequence applied */
+            uint32_t status;         /* 0 applied; else -(SN_E* code) it was refused with */
         } ack;
         /* SN_MSG_DELTAS */
         struct {

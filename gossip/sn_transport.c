@@ -98,6 +98,7 @@ typedef struct waiter {
     uint32_t deltas;            /* deltas of the write */
     uint32_t done;              /* deltas that got their acks */
     uint32_t refs;              /* the writer and each pending delta */
+    int failed;                 /* SN_EREFUSED once the acks cannot come */
     bool abandoned;             /* the writer stopped waiting */
     pthread_cond_t cond;
 } waiter_t;
@@ -114,8 +115,9 @@ typedef struct qitem {
 typedef struct {
     uint64_t pseq;
     waiter_t *waiter;
-    uint32_t acks;
-    uint64_t acked_by[8];       /* distinct peers, first few */
+    uint32_t acks, refusals;
+    uint32_t nheard;
+    uint64_t heard[8];          /* distinct peers that answered, first few */
 } pending_ack_t;
 
 typedef struct {
@@ -221,8 +223,8 @@ struct sn_transport {
     struct {
         _Atomic uint64_t deltas_sent, batches_sent, deltas_received, deltas_dropped, duplicates,
             gaps_detected, repairs_requested, repaired, full_fetches, resyncs, resync_settled,
-            bad_frames,
-            queue_overflows, acks_timed_out, bytes_sent, bytes_received, snapshot_sessions;
+            bad_frames, apply_refused, queue_overflows, acks_timed_out, acks_refused,
+            bytes_sent, bytes_received, snapshot_sessions;
     } st;
 
     zc_pool_t *zc;
@@ -264,6 +266,7 @@ struct sn_transport {
     uint64_t next_gc_ms;
     struct fetch_ack {
         uint64_t origin, pseq;
+        uint64_t dot_node, dot; /* the delta's store dot */
         uint64_t at_ms;
         uint32_t id_len;
         uint8_t id[SN_ID_MAX];
@@ -647,13 +650,17 @@ int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
     struct timespec deadline = deadline_after(timeout_ms);
     int rc = 0;
     pthread_mutex_lock(&self->qlock);
-    while (w->done < w->deltas) {
+    while (w->done < w->deltas && !w->failed) {
         if (pthread_cond_timedwait(&w->cond, &self->qlock, &deadline) == ETIMEDOUT &&
-            w->done < w->deltas) {
+            w->done < w->deltas && !w->failed) {
             rc = SN_ETIMEDOUT;
             count(&self->st.acks_timed_out, 1);
             break;
         }
+    }
+    if (w->failed) {
+        rc = w->failed;
+        count(&self->st.acks_refused, 1);
     }
     w->abandoned = true;
     waiter_unref(w);
@@ -824,27 +831,43 @@ static void publish_local(sn_transport_t *t)
     }
 }
 
+/* An acknowledgement, or a refusal (status != 0). A delta fails once the
+ * live peers that have not refused it are fewer than the acknowledgements
+ * asked for: waiting longer could only end in a timeout. */
 static void on_ack(sn_transport_t *t, const sn_msg_t *m)
 {
     if (m->u.ack.origin != t->opt.node_id)
         return;
+    uint64_t now = mono_ms();
+    uint32_t alive = 0;
+    for (size_t i = 0; i < t->npeers; i++)
+        alive += member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE;
     pthread_mutex_lock(&t->qlock);
     for (size_t i = 0; i < t->npending; i++) {
         pending_ack_t *p = &t->pending[i];
         if (p->pseq != m->u.ack.pseq)
             continue;
-        for (uint32_t k = 0; k < p->acks && k < 8; k++)
-            if (p->acked_by[k] == m->sender)
+        for (uint32_t k = 0; k < p->nheard; k++)
+            if (p->heard[k] == m->sender)
                 goto out;
-        if (p->acks < 8)
-            p->acked_by[p->acks] = m->sender;
-        p->acks++;
-        if (p->acks >= p->waiter->acks || p->waiter->abandoned) {
-            if (!p->waiter->abandoned) {
-                p->waiter->done++;
-                pthread_cond_broadcast(&p->waiter->cond);
+        if (p->nheard < 8)
+            p->heard[p->nheard++] = m->sender;
+        if (m->u.ack.status == 0)
+            p->acks++;
+        else
+            p->refusals++;
+        waiter_t *w = p->waiter;
+        bool acked = p->acks >= w->acks;
+        bool hopeless = !acked && p->refusals && alive < w->acks + p->refusals;
+        if (acked || hopeless || w->abandoned) {
+            if (!w->abandoned) {
+                if (acked)
+                    w->done++;
+                else if (hopeless)
+                    w->failed = SN_EREFUSED;
+                pthread_cond_broadcast(&w->cond);
             }
-            waiter_unref(p->waiter);
+            waiter_unref(w);
             t->pending[i] = t->pending[--t->npending];
         }
         break;
@@ -896,7 +919,9 @@ static void changed(sn_transport_t *t, const uint8_t *id, uint32_t id_len)
         t->opt.on_change(id, id_len, t->opt.on_change_arg);
 }
 
-static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq)
+/* Tells the origin that this node holds publish sequence `pseq` (rc 0) or
+ * could not apply it (rc, an SN_E* code). */
+static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, int rc)
 {
     peer_t *p = peer_by_id(t, origin);
     if (!p)
@@ -904,21 +929,47 @@ static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq)
     sn_msg_t m = {.type = SN_MSG_ACK};
     m.u.ack.origin = origin;
     m.u.ack.pseq = pseq;
+    m.u.ack.status = (uint32_t) -rc;
     send_msg(t, p->dealer, NULL, &m);
 }
 
-/* The writer waits: acknowledge once the fetched session is here. */
-static void owe_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, const uint8_t *id,
-                    uint32_t id_len)
+/* Whether the session holds the update with store dot `dot` of `origin`: a
+ * session's vector counts, per node, the last of its updates merged, and a
+ * node's updates of one session follow each other. A touch has no dot. */
+static bool holds_dot(sn_transport_t *t, const uint8_t *id, uint32_t id_len, sn_dot_t dot)
+{
+    uint64_t digest;
+    sn_vv_t vv = {0};
+    if (sn_store_digest_vv(t->store, id, id_len, &digest, &vv))
+        return false;
+    bool held = dot.counter == 0;
+    for (uint32_t i = 0; i < vv.n && !held; i++)
+        held = vv.dots[i].node == dot.node && vv.dots[i].counter >= dot.counter;
+    free(vv.dots);
+    return held;
+}
+
+/* The writer waits: acknowledge once the fetched session holds the write. */
+static void owe_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, const sn_delta_t *delta)
 {
     if (t->nfetch_acks == sizeof t->fetch_acks / sizeof *t->fetch_acks)
         return;  /* the writer will see a timeout, not a wrong answer */
     struct fetch_ack *fa = &t->fetch_acks[t->nfetch_acks++];
     fa->origin = origin;
     fa->pseq = pseq;
+    fa->dot_node = delta->dot.node;
+    fa->dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
     fa->at_ms = mono_ms();
-    fa->id_len = id_len;
-    memcpy(fa->id, id, id_len);
+    fa->id_len = delta->id_len;
+    memcpy(fa->id, delta->id, delta->id_len);
+}
+
+/* Counts a peer's update or state the store refused: over the memory limit
+ * (or out of memory) is this node's limit, anything else bad input. */
+static void count_refusal(sn_transport_t *t, int rc)
+{
+    bool full = rc == SN_EFULL || rc == SN_ENOMEM;
+    count(full ? &t->st.apply_refused : &t->st.bad_frames, 1);
 }
 
 /* What follows applying a delta, whether it came now or waited parked: a
@@ -933,16 +984,16 @@ static void after_apply(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     if (rc == SN_APPLY_NEED_FULL) {
         fetch_session(t, origin, delta->id, delta->id_len);
         if (flags & SN_MSG_F_ACK)
-            owe_ack(t, origin, pseq, delta->id, delta->id_len);
+            owe_ack(t, origin, pseq, delta);
         return;
     }
     if (rc < 0) {
-        count(&t->st.bad_frames, 1);
+        count_refusal(t, rc);
         tlog(t, SN_LOG_WARN, "delta %llu of %016llx refused: %s", (unsigned long long) pseq,
              (unsigned long long) origin, sn_strerror(rc));
     }
     if (flags & SN_MSG_F_ACK)
-        send_ack(t, origin, pseq);
+        send_ack(t, origin, pseq, rc < 0 ? rc : 0);
 }
 
 static bool park(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint32_t flags,
@@ -1003,8 +1054,17 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
     sn_track_t tr = sn_tracker_receive(t->tracker, origin, pseq, mono_ms());
     if (tr == SN_TRACK_DUPLICATE) {
         count(&t->st.duplicates, 1);
-        if (flags & SN_MSG_F_ACK)
-            send_ack(t, origin, pseq);
+        /* acknowledged again only if it is here: the first copy may have
+         * been refused, or still wait for its session to be fetched */
+        sn_wire_delta_t d;
+        if ((flags & SN_MSG_F_ACK) && sn_wire_decode_delta(body, body_len, &d) == 0) {
+            sn_dot_t dot = d.delta.dot;
+            if (d.delta.kind == SN_DELTA_TOUCH)
+                dot.counter = 0;
+            if (holds_dot(t, d.delta.id, d.delta.id_len, dot))
+                send_ack(t, origin, pseq, 0);
+            sn_wire_delta_release(&d);
+        }
         return;
     }
     sn_wire_delta_t d;
@@ -1399,8 +1459,19 @@ static uint32_t merge_states(sn_transport_t *t, const sn_msg_blob_t *states, uin
         if (rc == SN_APPLY_APPLIED)
             changed(t, ws.id, ws.id_len);
         if (rc < 0) {
-            count(&t->st.bad_frames, 1);
-            tlog(t, SN_LOG_WARN, "state refused: %s", sn_strerror(rc));
+            count_refusal(t, rc);
+            tlog(t, SN_LOG_WARN, "state of session %.*s refused: %s", (int) ws.id_len,
+                 (const char *) ws.id, sn_strerror(rc));
+            /* a writer waiting for this session here learns it will not be */
+            for (size_t k = 0; k < t->nfetch_acks;) {
+                struct fetch_ack *fa = &t->fetch_acks[k];
+                if (fa->id_len == ws.id_len && memcmp(fa->id, ws.id, ws.id_len) == 0) {
+                    send_ack(t, fa->origin, fa->pseq, rc);
+                    t->fetch_acks[k] = t->fetch_acks[--t->nfetch_acks];
+                } else {
+                    k++;
+                }
+            }
         } else {
             merged++;
         }
@@ -1414,12 +1485,11 @@ static void on_fetch_rep(sn_transport_t *t, const sn_msg_t *m)
     merge_states(t, m->u.fetch_rep.states, m->u.fetch_rep.n);
     for (size_t i = 0; i < t->nfetch_acks;) {
         struct fetch_ack *fa = &t->fetch_acks[i];
-        uint64_t digest;
-        bool here = sn_store_digest(t->store, fa->id, fa->id_len, &digest) == 0;
+        bool here = holds_dot(t, fa->id, fa->id_len, (sn_dot_t) {fa->dot_node, fa->dot});
         if (here || mono_ms() - fa->at_ms > 10000) {
             /* past 10 s the writer has given up waiting anyway */
             if (here)
-                send_ack(t, fa->origin, fa->pseq);
+                send_ack(t, fa->origin, fa->pseq, 0);
             t->fetch_acks[i] = t->fetch_acks[--t->nfetch_acks];
         } else {
             i++;
@@ -2220,8 +2290,10 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
     LOAD(resyncs);
     LOAD(resync_settled);
     LOAD(bad_frames);
+    LOAD(apply_refused);
     LOAD(queue_overflows);
     LOAD(acks_timed_out);
+    LOAD(acks_refused);
     LOAD(bytes_sent);
     LOAD(bytes_received);
     LOAD(snapshot_sessions);

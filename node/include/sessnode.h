@@ -57,7 +57,8 @@ extern "C" {
     X(ETRUNC,  -10, "buffer too small")                   \
     X(ETIMEDOUT,-11, "timed out")                         \
     X(ESTATE,  -12, "not allowed in this state")          \
-    X(EADDR,   -13, "cannot bind or connect the endpoint")
+    X(EADDR,   -13, "cannot bind or connect the endpoint") \
+    X(EREFUSED,-14, "a peer could not apply the write")
 
 enum sn_errno {
 #define SN_ERRNO_ENUM_(name, value, msg) SN_##name = (value),
@@ -194,8 +195,11 @@ typedef struct {
  * (SN_EBADID); attribute names up to 250 bytes (SN_EBADNAME); values up to
  * cfg.value_max (SN_ETOOBIG). A write that asked for acks and did not get
  * them in time returns SN_ETIMEDOUT: it is applied locally and will still
- * reach the peers, it just was not confirmed. SN_EFULL when the memory limit
- * cannot be met even after evicting.
+ * reach the peers, it just was not confirmed. It returns SN_EREFUSED as soon
+ * as so many live peers refused it (a peer over its memory limit, say; the
+ * peer logs why and counts it in apply_refused) that the rest cannot make
+ * up `acks`; it is applied locally all the same. SN_EFULL when this node's
+ * memory limit cannot be met even after evicting.
  */
 SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
                              uint32_t max_inactive);
@@ -239,8 +243,11 @@ typedef struct {
     uint64_t resync_settled;    /* differences anti-entropy found that their
                                  * deltas, still in flight, then closed */
     uint64_t bad_frames;        /* undecodable or invalid input, dropped */
+    uint64_t apply_refused;     /* peers' updates this node could not hold (its
+                                 * memory limit; each is logged) */
     uint64_t queue_overflows;   /* local deltas not queued (repaired by anti-entropy) */
     uint64_t acks_timed_out;
+    uint64_t acks_refused;      /* writes that returned SN_EREFUSED */
     uint64_t bytes_sent, bytes_received;
     uint64_t snapshot_sessions; /* sessions received by joining */
     uint64_t peers_alive;

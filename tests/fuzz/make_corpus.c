@@ -265,7 +265,7 @@ int main(int argc, char **argv)
     free(put_msg("msg-fetch-rep", &m, NULL));
 
     m = (sn_msg_t) {.type = SN_MSG_ACK, .sender = UINT64_MAX,
-                    .u.ack = {.origin = 1, .pseq = 42}};
+                    .u.ack = {.origin = 1, .pseq = 42, .status = 8}};
     uint8_t *f_ack = put_msg("msg-ack", &m, &len);
     size_t l_ack = len;
 
@@ -282,9 +282,9 @@ int main(int argc, char **argv)
     put_patched("bad-msg-version-2", f_ack, l_ack, 1, 0x02);
     put_patched("bad-msg-version-0", f_ack, l_ack, 1, 0x00);
     put_patched("bad-msg-type-0", f_ack, l_ack, 2, 0x00);
-    put_patched("bad-msg-type-13", f_ack, l_ack, 2, 0x0d);
-    /* an ack's fields under a repair request's type: the count is wrong */
-    put_patched("bad-msg-ack-as-repair-req", f_ack, l_ack, 2, SN_MSG_REPAIR_REQ);
+    put_patched("bad-msg-type-14", f_ack, l_ack, 2, 0x0e);
+    /* an ack's fields under a snapshot request's type: the count is wrong */
+    put_patched("bad-msg-ack-as-snap-req", f_ack, l_ack, 2, SN_MSG_SNAP_REQ);
     put_patched("bad-msg-field-count", f_rreq, l_rreq, 0, 0x95);
     /* from (40) above to (42): 0x2b at from's position */
     put_patched("bad-msg-repair-req-from-above-to", f_rreq, l_rreq, 5, 0x2b);
@@ -296,7 +296,7 @@ int main(int argc, char **argv)
     put_patched("bad-msg-digest-rep-short-record", f_drep, l_drep, 9, 0x92);
     put_patched("bad-msg-fetch-req-empty-id", f_freq, l_freq, 6, 0x00);
 
-    static const uint8_t nonshortest_sender[] = {0x95, 0x01, 0x0c, 0xcc, 0x05, 0x01, 0x2a};
+    static const uint8_t nonshortest_sender[] = {0x96, 0x01, 0x0c, 0xcc, 0x05, 0x01, 0x2a, 0x00};
     put("bad-msg-ack-sender-uint8", nonshortest_sender, sizeof nonshortest_sender);
     static const uint8_t str16_endpoint[] = {0x99, 0x01, 0x02, 0x02, 0x01, 0x01, 0x01,
                                              0xda, 0x00, 0x01, 'x', 0xa0, 0x90};

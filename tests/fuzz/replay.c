@@ -8,17 +8,74 @@
  * sanitizer build with gcc (SQLite's fuzzcheck idea). A broken property
  * aborts inside the harness; unreadable paths and a directory without a
  * single input fail here, so a wrong corpus path cannot pass quietly.
+ *
+ * A file's name also says what it must be, and that is checked too, so a
+ * seed the protocol has outgrown fails instead of testing something else:
+ * `msg-*` decodes as a frame, `wire-delta-*` and `wire-state-*` as bodies,
+ * and every decoder refuses a `bad-*`.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "sn_msg.h"
+#include "sn_wire.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool is_frame(const uint8_t *buf, size_t len)
+{
+    sn_msg_decoded_t dm;
+    if (sn_msg_decode(buf, len, &dm))
+        return false;
+    sn_msg_release(&dm);
+    return true;
+}
+
+static bool is_delta(const uint8_t *buf, size_t len)
+{
+    sn_wire_delta_t d;
+    if (sn_wire_decode_delta(buf, len, &d))
+        return false;
+    sn_wire_delta_release(&d);
+    return true;
+}
+
+static bool is_state(const uint8_t *buf, size_t len)
+{
+    sn_wire_state_t st;
+    if (sn_wire_decode_state(buf, len, &st))
+        return false;
+    sn_wire_state_release(&st);
+    return true;
+}
+
+/* 0 if the input is what its file name says, else -1 (reported). */
+static int check_kind(const char *path, const uint8_t *buf, size_t len)
+{
+    const char *name = strrchr(path, '/');
+    name = name ? name + 1 : path;
+    const char *want = NULL;
+    if (strncmp(name, "msg-", 4) == 0 && !is_frame(buf, len))
+        want = "a valid frame";
+    else if (strncmp(name, "wire-delta-", 11) == 0 && !is_delta(buf, len))
+        want = "a valid delta body";
+    else if (strncmp(name, "wire-state-", 11) == 0 && !is_state(buf, len))
+        want = "a valid state body";
+    else if (strncmp(name, "bad-", 4) == 0 &&
+             (is_frame(buf, len) || is_delta(buf, len) || is_state(buf, len)))
+        want = "refused by every decoder";
+    if (!want)
+        return 0;
+    fprintf(stderr, "%s: should be %s\n", path, want);
+    return -1;
+}
 
 /* Corpus files are small; anything larger is a misplaced file. */
 #define REPLAY_FILE_MAX (64u << 20)
@@ -47,8 +104,9 @@ static int replay_file(const char *path)
     }
     fclose(f);
     LLVMFuzzerTestOneInput(buf, len);
+    int rc = check_kind(path, buf, len);
     free(buf);
-    return 0;
+    return rc;
 }
 
 static int compare_names(const void *a, const void *b)

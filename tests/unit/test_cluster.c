@@ -404,10 +404,21 @@ static void test_acknowledged_writes_complete_through_repairs_when_deltas_drop(v
     cluster_start(&c, 3, 0.20);
     wait_connected(&c);
     for (int k = 0; k < 100; k++) {
-        char id[32];
+        char id[32], value[32], have[32];
         snprintf(id, sizeof id, "lossy:%d", k % 10);
+        snprintf(value, sizeof value, "v%d", k);
         sn_write_t w = {.create = 1, .acks = 2, .timeout_ms = WAIT_MS};
-        assert_int_equal(sn_node_put(c.node[k % 3], id, strlen(id), "n", 1, id, strlen(id), &w), 0);
+        int writer = k % 3;
+        assert_int_equal(
+            sn_node_put(c.node[writer], id, strlen(id), "n", 1, value, strlen(value), &w), 0);
+        /* acknowledged means held: both peers read this write's value, even
+         * when they had to fetch the session to get it */
+        for (int i = 0; i < c.n; i++) {
+            if (i == writer)
+                continue;
+            assert_int_equal(get_s(c.node[i], id, "n", have, sizeof have), 0);
+            assert_string_equal(have, value);
+        }
     }
     sn_node_stats_t st;
     uint64_t dropped = 0;
@@ -416,6 +427,44 @@ static void test_acknowledged_writes_complete_through_repairs_when_deltas_drop(v
         dropped += st.deltas_dropped;
     }
     assert_true(dropped > 0);
+    cluster_stop(&c);
+}
+
+static void limit_second(int i, sn_config_t *cfg, void *arg)
+{
+    if (i == 1)
+        cfg->memory_limit = *(const size_t *) arg;
+}
+
+/* A peer that cannot hold a write (the session is larger than its memory
+ * limit) refuses it: the writer learns at once that the acknowledgement it
+ * asked for cannot come, and the peer counts what it refused. */
+static void test_a_write_a_peer_cannot_hold_is_refused_not_acknowledged(void **state)
+{
+    (void) state;
+    cluster_t c;
+    size_t limit = 128u << 10, big = 512u << 10;
+    cluster_start_with(&c, 2, limit_second, &limit);
+    wait_connected(&c);
+    char *v = malloc(big);
+    assert_non_null(v);
+    memset(v, 'x', big);
+    sn_write_t w = {.create = 1, .acks = 1, .timeout_ms = WAIT_MS};
+    assert_int_equal(sn_node_put(c.node[0], "big", 3, "data", 4, v, big, &w), SN_EREFUSED);
+    free(v);
+    /* the write stays on the writer, as one that timed out would */
+    assert_int_equal(sn_node_exists(c.node[0], "big", 3), 1);
+    assert_int_equal(sn_node_exists(c.node[1], "big", 3), 0);
+    sn_node_stats_t st;
+    sn_node_stats(c.node[1], &st);
+    assert_int_equal(st.apply_refused, 1);
+    assert_int_equal(st.bad_frames, 0);
+    sn_node_stats(c.node[0], &st);
+    assert_int_equal(st.acks_refused, 1);
+    assert_int_equal(st.acks_timed_out, 0);
+    /* what fits is still acknowledged */
+    assert_int_equal(sn_node_put(c.node[0], "small", 5, "data", 4, "x", 1, &w), 0);
+    assert_int_equal(sn_node_exists(c.node[1], "small", 5), 1);
     cluster_stop(&c);
 }
 
@@ -640,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_anti_entropy_during_a_burst_waits_for_the_deltas),
         cmocka_unit_test(test_tombstones_are_collected_once_every_node_has_them),
         cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
+        cmocka_unit_test(test_a_write_a_peer_cannot_hold_is_refused_not_acknowledged),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

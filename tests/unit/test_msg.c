@@ -197,6 +197,7 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
     case SN_MSG_ACK:
         assert_true(a->u.ack.origin == b->u.ack.origin);
         assert_true(a->u.ack.pseq == b->u.ack.pseq);
+        assert_true(a->u.ack.status == b->u.ack.status);
         break;
     case SN_MSG_DELTAS:
         assert_int_equal(a->u.deltas.n, b->u.deltas.n);
@@ -380,6 +381,7 @@ static sn_msg_t sample(sn_msg_type_t type)
     case SN_MSG_ACK:
         m.u.ack.origin = 1;
         m.u.ack.pseq = 42;
+        m.u.ack.status = (uint32_t) -SN_EFULL;  /* a refusal */
         break;
     case SN_MSG_DELTAS:
         m.u.deltas.n = 3;
@@ -493,6 +495,7 @@ static void test_edge_integer_values_round_trip(void **unused)
                 break;
             case SN_MSG_ACK:
                 m.u.ack.origin = m.u.ack.pseq = v;
+                m.u.ack.status = (uint32_t) v;
                 break;
             case SN_MSG_DELTAS:
                 if (v >= 1 && v <= UINT64_MAX - 3)  /* consecutive from v */
@@ -628,12 +631,13 @@ static void test_decoded_bodies_are_sn_wire_messages(void **unused)
 
 /* The example in docs/PROTOCOL.md, "Frames", byte for byte. */
 static const uint8_t reference_ack[] = {
-    0x95,                         /* array of 5 */
+    0x96,                         /* array of 6 */
     0x01,                         /* version 1 */
     0x0c,                         /* type 12: ack */
     0xcd, 0x01, 0x2c,             /* sender 300 */
     0x01,                         /* origin 1 */
     0xcc, 0xc8,                   /* pseq 200 */
+    0x00,                         /* status 0: applied */
 };
 
 static const uint8_t reference_heartbeat[] = {
@@ -647,7 +651,7 @@ static const uint8_t reference_heartbeat[] = {
 static void test_reference_frames_have_the_documented_bytes(void **unused)
 {
     (void) unused;
-    sn_msg_t m = {.type = SN_MSG_ACK, .sender = 300, .u.ack = {1, 200}};
+    sn_msg_t m = {.type = SN_MSG_ACK, .sender = 300, .u.ack = {1, 200, 0}};
     size_t len;
     uint8_t *buf = encode(&m, &len);
     assert_int_equal(len, sizeof reference_ack);
