@@ -19,7 +19,10 @@
  * each delta the next publish sequence (pseq), keeps it in the backlog ring
  * and publishes it. Publish sequences, not the store's dots, are what gap
  * detection tracks: they are contiguous by construction, whatever order the
- * writer threads took their dots in, and they cover touches too.
+ * writer threads took their dots in, and they cover touches too. Deltas
+ * that find the queue full (queue_bytes) become a hole: one pseq that is
+ * never published and whose repair is answered TOO_OLD, so the receivers
+ * compare sessions with this node at once (publish_hole).
  *
  * Receiving: a tracker per origin tells new from duplicate deltas and finds
  * gaps, including a lost tail (heartbeats carry the last pseq). A gap older
@@ -69,7 +72,7 @@
 
 #define ADDR_MAX 256
 #define PEERS_MAX 256
-#define QUEUE_BYTES_MAX (256u << 20)
+#define QUEUE_BYTES_DEFAULT (256u << 20)
 #define CHUNK_SESSIONS 1024        /* sessions per snapshot chunk */
 #define CHUNK_BYTES (256u << 10)   /* ...or about this many bytes */
 #define SNAP_CREDIT 16             /* chunks in flight while joining */
@@ -206,9 +209,13 @@ struct sn_transport {
     int start_rc;               /* set by the actor before its first signal */
     int wake[2];                /* pipe: writers -> actor */
 
-    pthread_mutex_t qlock;      /* queue, pending acks, waiters */
+    pthread_mutex_t qlock;      /* queue, pending acks, waiters, lost deltas */
     qitem_t *qhead, *qtail;
-    size_t qbytes;
+    size_t qbytes, qmax;
+    bool hole_wanted;           /* deltas were lost since the last hole */
+    uint64_t *lost_dots;        /* ...and these were their dots */
+    size_t nlost_dots, cap_lost_dots;
+    uint64_t hole_log_ms, holes_unlogged;  /* actor-owned */
     pending_ack_t *pending;
     size_t npending, cap_pending;
 
@@ -581,25 +588,58 @@ static void waiter_unref(waiter_t *w)
     }
 }
 
+static void wake_actor(sn_transport_t *t)
+{
+    uint8_t one = 1;
+    ssize_t n = write(t->wake[1], &one, 1);
+    (void) n;  /* a full pipe already wakes the actor */
+}
+
+/* A delta that could not be queued (under qlock). It is not dropped
+ * silently: the actor will publish a hole in its place (publish_hole), and
+ * a writer waiting for acknowledgements learns now that none will come. */
+static void lose_delta(sn_transport_t *t, uint64_t dot)
+{
+    count(&t->st.queue_overflows, 1);
+    if (tls_write.t == t && tls_write.w)
+        tls_write.w->failed = SN_EFULL;
+    if (dot && t->nlost_dots == t->cap_lost_dots) {
+        size_t cap = t->cap_lost_dots ? 2 * t->cap_lost_dots : 64;
+        uint64_t *a = realloc(t->lost_dots, cap * sizeof *a);
+        if (a) {
+            t->lost_dots = a;
+            t->cap_lost_dots = cap;
+        }
+    }
+    if (dot && t->nlost_dots < t->cap_lost_dots)
+        t->lost_dots[t->nlost_dots++] = dot;
+    /* (with no room for the dot, tombstone collection stalls: nothing
+     * breaks) */
+    bool wake = !t->hole_wanted && !t->qhead;
+    t->hole_wanted = true;
+    if (wake)
+        wake_actor(t);
+}
+
 void sn_transport_sink(const sn_delta_t *delta, void *arg)
 {
     sn_transport_t *t = arg;
+    uint64_t dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
     qitem_t *it = calloc(1, sizeof *it);
-    if (it)
-        it->dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
-    if (!it || sn_wire_encode_delta(delta, &it->body, &it->len)) {
+    if (it && sn_wire_encode_delta(delta, &it->body, &it->len)) {
         free(it);
-        count(&t->st.queue_overflows, 1);
-        return;
+        it = NULL;
     }
     pthread_mutex_lock(&t->qlock);
-    if (t->qbytes + it->len > QUEUE_BYTES_MAX) {
+    if (!it || t->qbytes + it->len > t->qmax) {
+        lose_delta(t, dot);
         pthread_mutex_unlock(&t->qlock);
-        free(it->body);
+        if (it)
+            free(it->body);
         free(it);
-        count(&t->st.queue_overflows, 1);
         return;
     }
+    it->dot = dot;
     if (tls_write.t == t && tls_write.w) {
         it->waiter = tls_write.w;
         it->waiter->deltas++;
@@ -613,11 +653,8 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
     t->qtail = it;
     t->qbytes += it->len;
     pthread_mutex_unlock(&t->qlock);
-    if (was_empty) {
-        uint8_t one = 1;
-        ssize_t n = write(t->wake[1], &one, 1);
-        (void) n;  /* a full pipe already wakes the actor */
-    }
+    if (was_empty)
+        wake_actor(t);
 }
 
 void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
@@ -660,7 +697,8 @@ int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
     }
     if (w->failed) {
         rc = w->failed;
-        count(&self->st.acks_refused, 1);
+        if (rc == SN_EREFUSED)
+            count(&self->st.acks_refused, 1);
     }
     w->abandoned = true;
     waiter_unref(w);
@@ -757,6 +795,32 @@ static void publish_batch(sn_transport_t *t, qitem_t *batch)
     }
 }
 
+/* Gives the deltas that could not be queued one publish sequence that is
+ * never published: its backlog entry is empty, and a repair request for it
+ * is answered TOO_OLD. Receivers see the gap (at the next delta or
+ * heartbeat), find it cannot be repaired and compare sessions with this
+ * node, so the lost writes reach them without waiting for periodic
+ * anti-entropy. Their dots count as published with it, as the heartbeat's
+ * dots_done promises. */
+static void publish_hole(sn_transport_t *t, const uint64_t *dots, size_t n)
+{
+    uint64_t pseq = ++t->pseq;
+    for (size_t i = 0; i < n; i++)
+        dot_published(t, dots[i]);
+    /* (a push of an empty entry cannot fail: a full backlog drops its
+     * oldest) */
+    sn_backlog_push(t->backlog, pseq, 0, NULL, 0);
+    t->holes_unlogged++;
+    uint64_t now = mono_ms();
+    if (now - t->hole_log_ms >= 10000) {
+        /* under a sustained overload every loop turn leaves a hole */
+        tlog(t, SN_LOG_WARN, "replication queue full (%zu bytes): %llu holes published;"
+             " peers fetch what they held", t->qmax, (unsigned long long) t->holes_unlogged);
+        t->hole_log_ms = now;
+        t->holes_unlogged = 0;
+    }
+}
+
 static void publish_local(sn_transport_t *t)
 {
     uint8_t drained[64];
@@ -764,6 +828,14 @@ static void publish_local(sn_transport_t *t)
     (void) n;
     /* Up to TURN_WRITES deltas leave the queue under one lock. */
     pthread_mutex_lock(&t->qlock);
+    bool hole = t->hole_wanted;
+    uint64_t *lost = t->lost_dots;
+    size_t nlost = t->nlost_dots;
+    if (hole) {
+        t->hole_wanted = false;
+        t->lost_dots = NULL;
+        t->nlost_dots = t->cap_lost_dots = 0;
+    }
     qitem_t *batch = t->qhead, *last = NULL;
     int taken = 0;
     for (qitem_t *it = batch; it && taken < TURN_WRITES; it = it->next, taken++) {
@@ -779,6 +851,9 @@ static void publish_local(sn_transport_t *t)
     bool more = t->qhead != NULL;
     pthread_mutex_unlock(&t->qlock);
 
+    if (hole)
+        publish_hole(t, lost, nlost);
+    free(lost);
     bool waiters = false;
     for (qitem_t *it = batch; it; it = it->next) {
         it->pseq = ++t->pseq;
@@ -863,7 +938,7 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
             if (!w->abandoned) {
                 if (acked)
                     w->done++;
-                else if (hopeless)
+                else if (hopeless && !w->failed)
                     w->failed = SN_EREFUSED;
                 pthread_cond_broadcast(&w->cond);
             }
@@ -1523,8 +1598,8 @@ static void on_repair_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
         const uint8_t *frame;
         size_t len;
         uint32_t flags;
-        if (sn_backlog_get(t->backlog, s, &frame, &len, &flags))
-            break;
+        if (sn_backlog_get(t->backlog, s, &frame, &len, &flags) || len == 0)
+            break;  /* an empty entry is a hole (publish_hole): see below */
         /* the backlog holds whole DELTA frames; the reply carries bodies */
         sn_msg_decoded_t dm;
         if (sn_msg_decode(frame, len, &dm))
@@ -1540,7 +1615,12 @@ static void on_repair_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
         bytes += len;
         k++;
     }
-    r.u.repair_rep.status = SN_MSG_REPAIR_OK;
+    /* A hole first: what it stood for was never kept, so the receiver
+     * must compare sessions, as for a range the backlog let go. */
+    const uint8_t *frame;
+    size_t len;
+    bool hole = k == 0 && sn_backlog_get(t->backlog, from, &frame, &len, NULL) == 0 && len == 0;
+    r.u.repair_rep.status = hole ? SN_MSG_REPAIR_TOO_OLD : SN_MSG_REPAIR_OK;
     r.u.repair_rep.n = (uint32_t) k;
     r.u.repair_rep.entries = e;
     send_msg(t, t->router, identity, &r);
@@ -1794,7 +1874,8 @@ static void join_tick(sn_transport_t *t, uint64_t now)
  * so it stands still. */
 static void applied_vector(sn_transport_t *t, uint64_t now, sn_vv_t *out)
 {
-    bool settling = now - t->last_fetch_ms < 2000 || t->nparked > 0;
+    /* (sessions anti-entropy set aside to compare later are not here yet) */
+    bool settling = now - t->last_fetch_ms < 2000 || t->nparked > 0 || t->nsettle > 0;
     for (size_t i = 0; i < t->npeers; i++)
         settling |= t->peers[i].resyncing;
     out->n = 0;
@@ -2146,6 +2227,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
             goto fail;
     t->opt.peers = NULL;
     t->backlog = sn_backlog_new(o->backlog_bytes ? o->backlog_bytes : (64u << 20), 1u << 20);
+    t->qmax = o->queue_bytes ? o->queue_bytes : QUEUE_BYTES_DEFAULT;
     t->tracker = sn_tracker_new();
     if (!t->backlog || !t->tracker || pipe2(t->wake, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
@@ -2229,6 +2311,7 @@ void sn_transport_destroy(sn_transport_t **self_p)
         free(it->body);
         free(it);
     }
+    free(t->lost_dots);
     for (size_t i = 0; i < t->npending; i++)
         waiter_unref(t->pending[i].waiter);
     free(t->pending);

@@ -30,6 +30,7 @@ typedef struct {
     uint32_t join_timeout_ms;
     uint32_t antientropy_ms;      /* 0: no periodic anti-entropy */
     size_t backlog_bytes;
+    size_t queue_bytes;           /* local deltas waiting for the actor; 0: 256 MiB */
     double drop_rate;             /* test hook */
     sn_change_fn on_change;
     void *on_change_arg;

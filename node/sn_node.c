@@ -47,6 +47,7 @@ SN_EXPORT void sn_config_init(sn_config_t *cfg)
     cfg->join_timeout_ms = 3000;
     cfg->antientropy_ms = 60000;
     cfg->backlog_bytes = 64u << 20;
+    cfg->queue_bytes = 256u << 20;
     cfg->write_timeout_ms = 1000;
     cfg->log_level = SN_LOG_INFO;
 }
@@ -115,6 +116,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .join_timeout_ms = node->cfg.join_timeout_ms,
         .antientropy_ms = node->cfg.antientropy_ms,
         .backlog_bytes = node->cfg.backlog_bytes,
+        .queue_bytes = node->cfg.queue_bytes,
         .drop_rate = node->cfg.test_drop_rate,
         .on_change = node->cfg.on_change,
         .on_change_arg = node->cfg.on_change_arg,

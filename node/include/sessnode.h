@@ -144,6 +144,10 @@ typedef struct {
     uint32_t antientropy_ms;    /* compare all sessions with a random peer this often;
                                    default 60000; 0 = only when repair needs it */
     size_t backlog_bytes;       /* resend buffer; default 64 MiB */
+    size_t queue_bytes;         /* local writes waiting for the replication
+                                   thread; default 256 MiB. A write past it
+                                   still reaches the peers, which fetch it
+                                   (queue_overflows counts them) */
     uint32_t write_timeout_ms;  /* default wait for acknowledgements; default 1000 */
     sn_log_fn log;              /* NULL: the library prints nothing */
     void *log_arg;
@@ -199,7 +203,9 @@ typedef struct {
  * as so many live peers refused it (a peer over its memory limit, say; the
  * peer logs why and counts it in apply_refused) that the rest cannot make
  * up `acks`; it is applied locally all the same. SN_EFULL when this node's
- * memory limit cannot be met even after evicting.
+ * memory limit cannot be met even after evicting, or when a write that
+ * asked for acks found the replication queue full (cfg.queue_bytes): it is
+ * applied locally, and peers fetch it instead of acknowledging it.
  */
 SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
                              uint32_t max_inactive);
@@ -245,7 +251,8 @@ typedef struct {
     uint64_t bad_frames;        /* undecodable or invalid input, dropped */
     uint64_t apply_refused;     /* peers' updates this node could not hold (its
                                  * memory limit; each is logged) */
-    uint64_t queue_overflows;   /* local deltas not queued (repaired by anti-entropy) */
+    uint64_t queue_overflows;   /* local deltas not queued: peers fetch those
+                                 * sessions instead (docs/PROTOCOL.md, holes) */
     uint64_t acks_timed_out;
     uint64_t acks_refused;      /* writes that returned SN_EREFUSED */
     uint64_t bytes_sent, bytes_received;

@@ -468,6 +468,80 @@ static void test_a_write_a_peer_cannot_hold_is_refused_not_acknowledged(void **s
     cluster_stop(&c);
 }
 
+/* Node 0's replication queue takes one 40 KiB write at a time; nobody
+ * compares sessions periodically. */
+static void small_queue(int i, sn_config_t *cfg, void *arg)
+{
+    (void) arg;
+    cfg->antientropy_ms = 0;
+    if (i == 0)
+        cfg->queue_bytes = 64u << 10;
+}
+
+/* Writes that find the replication queue full are still replicated: the
+ * origin leaves a hole in its publish sequence, and receivers, finding
+ * nothing to repair it from, compare with the origin at once rather than at
+ * the next periodic anti-entropy (off here). Their dots count as published,
+ * so tombstones are still collected; and a write that asked for
+ * acknowledgements when its delta could not be queued says so. */
+static void test_writes_past_a_full_queue_reach_every_node(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start_with(&c, 3, small_queue, NULL);
+    wait_connected(&c);
+    enum { MAX = 5000, VALUE = 40 << 10 };
+    char *v = malloc(VALUE);
+    assert_non_null(v);
+    char id[32];
+    sn_node_stats_t st = {0};
+    int n = 0, efull = 0;
+    /* unacknowledged writes until the queue overflowed a few times, then
+     * pairs of an unacknowledged and an acknowledged one, until 200 writes
+     * and one of the second kind found the queue full */
+    for (; n < MAX && (n < 200 || efull == 0); n++) {
+        snprintf(id, sizeof id, "full:%d", n);
+        memset(v, 'a' + n % 26, VALUE);
+        bool acked = st.queue_overflows >= 5 && n % 2;
+        sn_write_t w = {.create = 1, .acks = acked ? 2 : 0, .timeout_ms = WAIT_MS};
+        int rc = sn_node_put(c.node[0], id, strlen(id), "data", 4, v, VALUE, &w);
+        if (acked && rc == SN_EFULL)
+            efull++;
+        else
+            assert_int_equal(rc, 0);
+        sn_node_stats(c.node[0], &st);
+    }
+    free(v);
+    print_message("  %d writes, %llu not queued (%d of them asked for acks)\n", n,
+                  (unsigned long long) st.queue_overflows, efull);
+    assert_true(st.queue_overflows >= 5);
+    assert_true(efull >= 1);
+    /* applied locally all the same, and replicated like the others */
+    snprintf(id, sizeof id, "full:%d", n - 1);
+    assert_int_equal(sn_node_exists(c.node[0], id, strlen(id)), 1);
+    wait_same_digests(&c, n, "full:%d");
+    for (int i = 1; i < c.n; i++) {
+        sn_node_stats(c.node[i], &st);
+        assert_true(st.resyncs >= 1);
+        assert_int_equal(st.bad_frames, 0);
+    }
+    assert_int_equal(sn_node_destroy_session(c.node[0], "full:0", 6, NULL), 0);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        uint64_t tombstones = 0;
+        for (int i = 0; i < c.n; i++) {
+            sn_node_stats(c.node[i], &st);
+            tombstones += st.tombstones;
+        }
+        if (tombstones == 0)
+            break;
+        if (now_ms() >= deadline)
+            fail_msg("%llu tombstones left", (unsigned long long) tombstones);
+        sleep_ms(20);
+    }
+    cluster_stop(&c);
+}
+
 /* A burst leaves the writer's queue several deltas at a time: they travel in
  * DELTAS frames, acknowledged writes among them, and arrive whole, each
  * applied once. */
@@ -690,6 +764,7 @@ int main(void)
         cmocka_unit_test(test_tombstones_are_collected_once_every_node_has_them),
         cmocka_unit_test(test_acknowledged_writes_complete_through_repairs_when_deltas_drop),
         cmocka_unit_test(test_a_write_a_peer_cannot_hold_is_refused_not_acknowledged),
+        cmocka_unit_test(test_writes_past_a_full_queue_reach_every_node),
         cmocka_unit_test(test_a_joining_node_ends_with_the_same_sessions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
