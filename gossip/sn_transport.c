@@ -101,7 +101,7 @@ typedef struct waiter {
     uint32_t deltas;            /* deltas of the write */
     uint32_t done;              /* deltas that got their acks */
     uint32_t refs;              /* the writer and each pending delta */
-    int failed;                 /* SN_EREFUSED once the acks cannot come */
+    int failed;                 /* SN_EREFUSED or SN_EBUSY: the acks cannot come */
     bool abandoned;             /* the writer stopped waiting */
     pthread_cond_t cond;
 } waiter_t;
@@ -119,8 +119,8 @@ typedef struct {
     uint64_t pseq;
     waiter_t *waiter;
     uint32_t acks, refusals;
-    uint32_t nheard;
-    uint64_t heard[8];          /* distinct peers that answered, first few */
+    uint32_t nheard, cap_heard;
+    uint64_t *heard;            /* the peers that answered, each counted once */
 } pending_ack_t;
 
 typedef struct {
@@ -602,7 +602,7 @@ static void lose_delta(sn_transport_t *t, uint64_t dot)
 {
     count(&t->st.queue_overflows, 1);
     if (tls_write.t == t && tls_write.w)
-        tls_write.w->failed = SN_EFULL;
+        tls_write.w->failed = SN_EBUSY;
     if (dot && t->nlost_dots == t->cap_lost_dots) {
         size_t cap = t->cap_lost_dots ? 2 * t->cap_lost_dots : 64;
         uint64_t *a = realloc(t->lost_dots, cap * sizeof *a);
@@ -657,15 +657,15 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
         wake_actor(t);
 }
 
-void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
+int sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
 {
     tls_write.t = NULL;
     tls_write.w = NULL;
     if (!self || acks == 0)
-        return;
+        return 0;
     waiter_t *w = calloc(1, sizeof *w);
     if (!w)
-        return;
+        return SN_ENOMEM;
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -675,6 +675,7 @@ void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
     w->refs = 1;
     tls_write.t = self;
     tls_write.w = w;
+    return 0;
 }
 
 int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms)
@@ -925,8 +926,15 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
         for (uint32_t k = 0; k < p->nheard; k++)
             if (p->heard[k] == m->sender)
                 goto out;
-        if (p->nheard < 8)
-            p->heard[p->nheard++] = m->sender;
+        if (p->nheard == p->cap_heard) {
+            uint32_t cap = p->cap_heard ? 2 * p->cap_heard : 4;
+            uint64_t *h = realloc(p->heard, cap * sizeof *h);
+            if (!h)
+                goto out;  /* not counted: the writer may time out, never be misled */
+            p->heard = h;
+            p->cap_heard = cap;
+        }
+        p->heard[p->nheard++] = m->sender;
         if (m->u.ack.status == 0)
             p->acks++;
         else
@@ -943,6 +951,7 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
                 pthread_cond_broadcast(&w->cond);
             }
             waiter_unref(w);
+            free(p->heard);
             t->pending[i] = t->pending[--t->npending];
         }
         break;
@@ -958,6 +967,7 @@ static void sweep_pending(sn_transport_t *t)
     for (size_t i = 0; i < t->npending;) {
         if (t->pending[i].waiter->abandoned) {
             waiter_unref(t->pending[i].waiter);
+            free(t->pending[i].heard);
             t->pending[i] = t->pending[--t->npending];
         } else {
             i++;
@@ -2312,8 +2322,10 @@ void sn_transport_destroy(sn_transport_t **self_p)
         free(it);
     }
     free(t->lost_dots);
-    for (size_t i = 0; i < t->npending; i++)
+    for (size_t i = 0; i < t->npending; i++) {
         waiter_unref(t->pending[i].waiter);
+        free(t->pending[i].heard);
+    }
     free(t->pending);
     for (size_t i = 0; i < t->nserving; i++) {
         zframe_destroy(&t->serving[i].identity);

@@ -57,8 +57,11 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg);
 
 /* Write concern: between begin and end, the deltas this thread's writes
  * produce are published asking for acknowledgements; end waits until `acks`
- * peers applied every one of them, or timeout_ms (SN_ETIMEDOUT). */
-void sn_transport_begin_acked(sn_transport_t *self, uint32_t acks);
+ * peers applied every one of them. It returns SN_ETIMEDOUT after timeout_ms,
+ * SN_EREFUSED once too many live peers refused one, SN_EBUSY if one could
+ * not be queued. begin returns SN_ENOMEM if it cannot set up the wait; the
+ * write should then not be made. */
+int sn_transport_begin_acked(sn_transport_t *self, uint32_t acks);
 int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms);
 
 int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms);

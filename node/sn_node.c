@@ -200,8 +200,8 @@ SN_EXPORT uint64_t sn_node_id(const sn_node_t *node)
 #define WITH_CONCERN(node, options, call)                                          \
     do {                                                                           \
         uint32_t acks_ = (options) ? (options)->acks : 0;                          \
-        if (acks_)                                                                 \
-            sn_transport_begin_acked((node)->transport, acks_);                    \
+        if (acks_ && sn_transport_begin_acked((node)->transport, acks_))           \
+            return SN_ENOMEM;                                                      \
         int rc_ = (call);                                                          \
         if (acks_) {                                                               \
             uint32_t to_ = (options)->timeout_ms ? (options)->timeout_ms           \

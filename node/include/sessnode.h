@@ -58,7 +58,8 @@ extern "C" {
     X(ETIMEDOUT,-11, "timed out")                         \
     X(ESTATE,  -12, "not allowed in this state")          \
     X(EADDR,   -13, "cannot bind or connect the endpoint") \
-    X(EREFUSED,-14, "a peer could not apply the write")
+    X(EREFUSED,-14, "a peer could not apply the write") \
+    X(EBUSY,   -15, "replication queue full")
 
 enum sn_errno {
 #define SN_ERRNO_ENUM_(name, value, msg) SN_##name = (value),
@@ -197,15 +198,18 @@ typedef struct {
 /*
  * Session operations. id: 1..250 bytes, no whitespace or control characters
  * (SN_EBADID); attribute names up to 250 bytes (SN_EBADNAME); values up to
- * cfg.value_max (SN_ETOOBIG). A write that asked for acks and did not get
- * them in time returns SN_ETIMEDOUT: it is applied locally and will still
- * reach the peers, it just was not confirmed. It returns SN_EREFUSED as soon
- * as so many live peers refused it (a peer over its memory limit, say; the
- * peer logs why and counts it in apply_refused) that the rest cannot make
- * up `acks`; it is applied locally all the same. SN_EFULL when this node's
- * memory limit cannot be met even after evicting, or when a write that
- * asked for acks found the replication queue full (cfg.queue_bytes): it is
- * applied locally, and peers fetch it instead of acknowledging it.
+ * cfg.value_max (SN_ETOOBIG). SN_EFULL when this node's memory limit
+ * cannot be met even after evicting; these errors leave the node unchanged.
+ *
+ * Write concern (`acks` > 0): the call returns once `acks` distinct peers
+ * applied the write. Otherwise the write is still applied on this node and
+ * still reaches the peers, and the call returns why it was not confirmed:
+ *   SN_ETIMEDOUT  the acks did not come within the timeout;
+ *   SN_EREFUSED   so many live peers refused it (over their memory limit,
+ *                 say; each logs why and counts it in apply_refused) that
+ *                 the others cannot make up `acks`;
+ *   SN_EBUSY      the replication queue was full (cfg.queue_bytes): the
+ *                 peers fetch the session instead of acknowledging it.
  */
 SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
                              uint32_t max_inactive);
