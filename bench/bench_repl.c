@@ -411,6 +411,7 @@ typedef struct {
     int count;
     int size;
     int rate;                   /* writes/s; for a detector, its poll interval in us */
+    int ae_ms;                  /* a node's antientropy_ms; 0 = its default */
     uint32_t tag;
     char prefix[24];
     char name[8];
@@ -563,6 +564,8 @@ static void op_node_start(child_t *c, const cmd_t *m)
     cfg.log_arg = c->name;
     cfg.log_level = SN_LOG_WARN;
     cfg.on_change = on_change;
+    if (m->ae_ms > 0)
+        cfg.antientropy_ms = (uint32_t) m->ae_ms;
     c->node = sn_node_new(&cfg);
     if (!c->node)
         die("sn_node_new failed");
@@ -1282,6 +1285,7 @@ static pct_t latencies(const uint64_t *sent, const uint64_t *arrived, int warm, 
 
 typedef struct {
     int rate, lat_writes, warmup, tput_writes, rounds, lat_rounds, join_sessions, poll_us;
+    int antientropy_ms;         /* 0: the nodes' default */
     int sizes[4], nsizes;
 } params_t;
 
@@ -1289,7 +1293,7 @@ static void usage(FILE *out)
 {
     fputs("usage: bench_repl [--rate N] [--lat-writes N] [--warmup N] [--tput-writes N]\n"
           "                  [--rounds R] [--join-sessions N] [--sizes B,B] [--poll-us N]\n"
-          "                  [--redis PATH]\n"
+          "                  [--antientropy-ms N] [--redis PATH]\n"
           "  --rate N           paced writes per second for latency (default 10000)\n"
           "  --lat-writes N     measured writes per latency run (default 20000)\n"
           "  --warmup N         unmeasured writes before them (default 2000)\n"
@@ -1301,6 +1305,9 @@ static void usage(FILE *out)
           "  --poll-us N        detectors sleep N us between probes (sessnode: 1000x that\n"
           "                     between progress checks; arrivals are stamped by on_change)\n"
           "                     with sched_yield (default 20)\n"
+          "  --antientropy-ms N the latency and throughput nodes compare all sessions\n"
+          "                     with a peer about every N ms (default: the node default,\n"
+          "                     60000); a small N measures latency while they compare\n"
           "  --redis PATH       redis-server to run (default: redis-server on PATH)\n",
           out);
 }
@@ -1346,6 +1353,8 @@ static void parse_args(int argc, char **argv, params_t *p)
             p->join_sessions = parse_int(a, v, 100, MAX_SAMPLES);
         else if (!strcmp(a, "--poll-us"))
             p->poll_us = parse_int(a, v, 0, 10000);
+        else if (!strcmp(a, "--antientropy-ms"))
+            p->antientropy_ms = parse_int(a, v, 100, 3600000);
         else if (!strcmp(a, "--redis"))
             g_redis = v;
         else if (!strcmp(a, "--sizes")) {
@@ -1442,6 +1451,8 @@ int main(int argc, char **argv)
            " %d x 1 KiB, %d rounds; join: %d x 1 KiB, %d rounds\n",
            p.rate, p.lat_writes, p.warmup, p.lat_rounds, p.tput_writes, p.rounds,
            p.join_sessions, p.rounds);
+    if (p.antientropy_ms)
+        printf("  anti-entropy about every %d ms (--antientropy-ms)\n", p.antientropy_ms);
     fflush(stdout);
 
     /* The 3-node cluster: every node lists the other two. */
@@ -1450,7 +1461,7 @@ int main(int argc, char **argv)
         port[i] = free_ports(2);
     proc_t *nodes[3] = {&A, &B, &C};
     for (int i = 0; i < 3; i++) {
-        cmd_t m = {.op = OP_NODE_START, .port = port[i], .npeers = 2};
+        cmd_t m = {.op = OP_NODE_START, .port = port[i], .npeers = 2, .ae_ms = p.antientropy_ms};
         m.peers[0] = port[(i + 1) % 3];
         m.peers[1] = port[(i + 2) % 3];
         snprintf(m.name, sizeof m.name, "%s", nodes[i]->name);

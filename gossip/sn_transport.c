@@ -76,7 +76,9 @@
 #define CHUNK_SESSIONS 1024        /* sessions per snapshot chunk */
 #define CHUNK_BYTES (256u << 10)   /* ...or about this many bytes */
 #define SNAP_CREDIT 16             /* chunks in flight while joining */
-#define DIGEST_BATCH 1024
+#define DIGEST_BATCH 64            /* sessions per digest page: each costs both
+                                      sides a decode, an encode and a hash, and
+                                      local writes wait while a page is done */
 #define REPAIR_MAX 4096             /* pseqs per repair request */
 #define JOIN_BUFFER_MAX (128u << 20)
 #define TURN_WRITES 4096            /* local deltas published per loop turn */
@@ -1484,9 +1486,14 @@ static void settle_check(sn_transport_t *t, uint64_t now)
 
 static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
 {
-    sn_msg_blob_t want[DIGEST_BATCH];
+    /* (a page can run past the batch by the rest of a hash bucket) */
+    sn_msg_blob_t *want = malloc((m->u.digest_rep.n ? m->u.digest_rep.n : 1) * sizeof *want);
+    if (!want) {
+        p->resyncing = false;  /* a later round tries again */
+        return;
+    }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < m->u.digest_rep.n && n < DIGEST_BATCH; i++) {
+    for (uint32_t i = 0; i < m->u.digest_rep.n; i++) {
         const sn_msg_blob_t *e = &m->u.digest_rep.entries[i];
         int v = ae_compare(t, e->bytes, e->len, e->digest, &e->vv);
         if (v == AE_FETCH || (v == AE_WAIT && !settle_add(t, p->node_id, e)))
@@ -1500,6 +1507,7 @@ static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
         send_msg(t, p->dealer, NULL, &r);
         count(&t->st.full_fetches, n);
     }
+    free(want);
     if (m->u.digest_rep.done && p->resync_again) {
         p->resync_again = false;
         p->resync_cursor = 0;
@@ -2164,10 +2172,14 @@ static void actor_fn(zsock_t *pipe, void *arg)
         }
         if (t->opt.antientropy_ms && now >= t->next_antientropy_ms && t->join_state == J_IDLE) {
             /* a slow, complete comparison with one peer: heals whatever
-             * the fast paths missed (a local queue overflow, say) */
+             * the fast paths missed. Each interval is drawn from half to
+             * one and a half times the setting, so nodes started together
+             * do not all compare at once, each serving pages to the others
+             * while it compares its own. */
             if (t->next_antientropy_ms)
                 start_resync(t, any_live_peer(t, now));
-            t->next_antientropy_ms = now + t->opt.antientropy_ms;
+            uint64_t every = t->opt.antientropy_ms;
+            t->next_antientropy_ms = now + every / 2 + rnd(t) % every;
         }
         if (now >= next_hb) {
             heartbeat(t, NULL);

@@ -142,7 +142,8 @@ typedef struct {
     uint32_t heartbeat_ms;      /* default 100 */
     uint32_t repair_grace_ms;   /* a gap older than this is repaired; default 20 */
     uint32_t join_timeout_ms;   /* join waits this long for a peer; default 3000 */
-    uint32_t antientropy_ms;    /* compare all sessions with a random peer this often;
+    uint32_t antientropy_ms;    /* compare all sessions with a random peer about this
+                                   often (each wait drawn from 0.5x to 1.5x);
                                    default 60000; 0 = only when repair needs it */
     size_t backlog_bytes;       /* resend buffer; default 64 MiB */
     size_t queue_bytes;         /* local writes waiting for the replication
