@@ -54,7 +54,7 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_REPAIR_REP] = 3,
     [SN_MSG_SNAP_REQ] = 2,
     [SN_MSG_SNAP_CREDIT] = 2,
-    [SN_MSG_SNAP_CHUNK] = 5,
+    [SN_MSG_SNAP_CHUNK] = 6,
     [SN_MSG_DIGEST_REQ] = 2,
     [SN_MSG_DIGEST_REP] = 3,
     [SN_MSG_FETCH_REQ] = 1,
@@ -260,6 +260,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         err |= sn_mpack_pack_bool(pk, m->u.snap_chunk.last);
         err |= sn_mpack_pack_vv(pk, &m->u.snap_chunk.cut);
         err |= sn_msg_pack_bins(pk, m->u.snap_chunk.states, m->u.snap_chunk.n);
+        err |= msgpack_pack_uint64(pk, m->u.snap_chunk.sessions);
         break;
     case SN_MSG_DIGEST_REQ:
         err |= msgpack_pack_uint64(pk, m->u.digest_req.cursor);
@@ -471,8 +472,10 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
             return rc;
         if (!m->u.snap_chunk.last && m->u.snap_chunk.cut.n)
             return SN_EPROTO;
-        return sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.snap_chunk.n,
-                                 &m->u.snap_chunk.states);
+        if ((rc = sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.snap_chunk.n,
+                                    &m->u.snap_chunk.states)))
+            return rc;
+        return sn_mpack_read_uint(&r->m, &m->u.snap_chunk.sessions);
     case SN_MSG_DIGEST_REQ:
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.digest_req.cursor)))
             return rc;

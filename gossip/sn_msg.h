@@ -135,6 +135,8 @@ typedef struct {
                                         applied when the snapshot began; empty unless last */
             uint32_t n;              /* states, <= SN_MSG_ITEMS_MAX */
             sn_msg_blob_t *states;   /* bytes = sn_wire state; digest 0; NULL when n == 0 */
+            uint64_t sessions;       /* the donor's count when the snapshot began: a hint
+                                        for sizing the joiner's tables; 0 = unknown */
         } snap_chunk;
         /* SN_MSG_DIGEST_REQ */
         struct {

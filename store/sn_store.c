@@ -755,22 +755,19 @@ static void rehash_finish(sn_store_t *self, shard_t *sh)
     rehash_step(self, sh, UINT32_MAX);
 }
 
-static void shard_grow(sn_store_t *self, shard_t *sh)
+/* Starts moving a shard (not rehashing now) to a table of `nb` buckets.
+ * False without the memory: growth never evicts, past the limit chains
+ * just get longer, which is still correct. */
+static bool shard_resize(sn_store_t *self, shard_t *sh, uint32_t nb)
 {
-    if (sh->old)
-        return;  /* the last doubling is still being rehashed */
-    uint32_t nb = (sh->mask + 1) * 2;
-    if (nb == 0)
-        return;
     size_t size = (size_t) nb * sizeof(sn_entry_t *);
-    /* growth never evicts: past the limit, chains just get longer */
     uint64_t before = atomic_fetch_add(&self->bytes, size);
     sn_entry_t **b = NULL;
     if (!self->opt.memory_limit || before + size <= self->opt.memory_limit)
         b = calloc(nb, sizeof *b);
     if (!b) {
         atomic_fetch_sub(&self->bytes, size);
-        return;  /* longer chains, still correct */
+        return false;
     }
     sh->bytes += size;  /* the store-wide counter was raised above */
     sh->old = sh->buckets;
@@ -778,7 +775,16 @@ static void shard_grow(sn_store_t *self, shard_t *sh)
     sh->moved = 0;
     sh->buckets = b;
     sh->mask = nb - 1;
-    rehash_step(self, sh, SN_REHASH_STEP);
+    return true;
+}
+
+static void shard_grow(sn_store_t *self, shard_t *sh)
+{
+    if (sh->old)
+        return;  /* the last doubling is still being rehashed */
+    uint32_t nb = (sh->mask + 1) * 2;
+    if (nb && shard_resize(self, sh, nb))
+        rehash_step(self, sh, SN_REHASH_STEP);
 }
 
 static void unlink_entry(sn_store_t *self, shard_t *sh, sn_entry_t **slot)
@@ -2011,6 +2017,27 @@ void sn_store_stats(sn_store_t *self, sn_store_stats_t *out)
         out->full_errors += c->full_errors;
         pthread_mutex_unlock(&sh->lock);
     }
+}
+
+int sn_store_reserve(sn_store_t *self, size_t sessions)
+{
+    if (!self)
+        return SN_EINVAL;
+    size_t per = sessions / self->opt.shards + 1;
+    if (per > (size_t) 1 << 30)
+        per = (size_t) 1 << 30;
+    uint32_t nb = 16;
+    while (nb < per)
+        nb *= 2;  /* tables double past a load of 1, so this many never do */
+    for (uint32_t i = 0; i < self->opt.shards; i++) {
+        shard_t *sh = &self->shards[i];
+        pthread_mutex_lock(&sh->lock);
+        rehash_finish(self, sh);
+        if (nb > sh->mask + 1 && shard_resize(self, sh, nb))
+            rehash_finish(self, sh);
+        pthread_mutex_unlock(&sh->lock);
+    }
+    return 0;
 }
 
 uint32_t sn_store_shards(const sn_store_t *self)

@@ -248,6 +248,15 @@ size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable);
 size_t sn_store_gc_step(sn_store_t *self, const sn_vv_t *stable, uint32_t *shard);
 uint32_t sn_store_shards(const sn_store_t *self);
 
+/* Sizes the hash tables for `sessions` sessions in all, so that filling the
+ * store that far neither doubles nor rehashes them (a joiner learns the
+ * count from its donor). Tables only grow; a shard whose table is already
+ * as large is left alone, and one that cannot get the memory (or would pass
+ * the memory limit) keeps its table and doubles as usual later. Moves a
+ * shard's entries at once under its lock, so call it while the store is
+ * small. Returns 0, or SN_EINVAL for a NULL store. */
+int sn_store_reserve(sn_store_t *self, size_t sessions);
+
 void sn_store_stats(sn_store_t *self, sn_store_stats_t *stats);
 
 /* This node's latest sequence number (the last dot it took). */

@@ -171,6 +171,7 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
         assert_int_equal(a->u.snap_chunk.last, b->u.snap_chunk.last);
         assert_vv_equal(&a->u.snap_chunk.cut, &b->u.snap_chunk.cut);
         assert_int_equal(a->u.snap_chunk.n, b->u.snap_chunk.n);
+        assert_true(a->u.snap_chunk.sessions == b->u.snap_chunk.sessions);
         assert_blobs_equal(a->u.snap_chunk.states, b->u.snap_chunk.states, a->u.snap_chunk.n,
                            false);
         break;
@@ -359,6 +360,7 @@ static sn_msg_t sample(sn_msg_type_t type)
         m.u.snap_chunk.cut = (sn_vv_t) {2, sample_dots};
         m.u.snap_chunk.n = 2;
         m.u.snap_chunk.states = sample_states;
+        m.u.snap_chunk.sessions = 100000;
         break;
     case SN_MSG_DIGEST_REQ:
         m.u.digest_req.cursor = 4096;

@@ -1865,6 +1865,57 @@ static void test_sessions_stay_reachable_while_the_table_is_rehashed(void **stat
     node_close(&a);
 }
 
+/* A store sized ahead (a joiner told its donor's count) takes its bucket
+ * arrays at once, keeps what it held, and counts the memory; a limit the
+ * arrays would pass leaves the tables as they were. */
+static void test_reserve_sizes_the_tables_ahead_and_keeps_every_session(void **state)
+{
+    (void) state;
+    node_t a;
+    node_prepare(&a);
+    sn_store_options_t o = node_options(&a, 1);
+    o.shards = 4;
+    node_start(&a, &o);
+    char id[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_int_equal(put_s(a.store, id, "k", "v"), 0);
+    }
+    uint64_t before = stats_of(a.store).bytes;
+    assert_int_equal(sn_store_reserve(a.store, 100000), 0);
+    /* 4 shards of 32768 buckets (25,001 sessions each, rounded up), in
+     * place of tables of 16 to 64 */
+    uint64_t grown = stats_of(a.store).bytes - before;
+    assert_true(grown >= 4 * (32768 - 64) * sizeof(void *));
+    assert_true(grown <= 4 * (32768 - 16) * sizeof(void *));
+    assert_int_equal(sn_store_reserve(a.store, 1000), 0);  /* never shrinks */
+    assert_int_equal(stats_of(a.store).bytes - before, grown);
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_true(exists_s(a.store, id));
+    }
+    for (int i = 100; i < 20000; i++) {
+        snprintf(id, sizeof id, "r%d", i);
+        assert_int_equal(put_s(a.store, id, "k", "v"), 0);
+    }
+    assert_int_equal(stats_of(a.store).sessions, 20000);
+    assert_int_equal(sn_store_reserve(NULL, 10), SN_EINVAL);
+    node_close(&a);
+
+    node_t b;
+    node_prepare(&b);
+    o = node_options(&b, 2);
+    o.shards = 4;
+    o.memory_limit = 64u << 10;
+    node_start(&b, &o);
+    assert_int_equal(put_s(b.store, "kept", "k", "v"), 0);
+    before = stats_of(b.store).bytes;
+    assert_int_equal(sn_store_reserve(b.store, 1000000), 0);
+    assert_int_equal(stats_of(b.store).bytes, before);
+    assert_true(exists_s(b.store, "kept"));
+    node_close(&b);
+}
+
 static void test_scan_visits_every_session_while_the_table_grows(void **state)
 {
     (void) state;
@@ -2150,6 +2201,7 @@ int main(void)
         cmocka_unit_test(test_scan_visits_every_session_and_tombstone),
         cmocka_unit_test(test_scan_visits_every_session_while_the_table_grows),
         cmocka_unit_test(test_sessions_stay_reachable_while_the_table_is_rehashed),
+        cmocka_unit_test(test_reserve_sizes_the_tables_ahead_and_keeps_every_session),
         cmocka_unit_test(test_export_and_digest_of_a_missing_id_are_enotfound),
         cmocka_unit_test(test_digest_vv_gives_the_vector_that_orders_replicas),
         cmocka_unit_test(test_gc_removes_tombstones_covered_by_the_stable_vector),
