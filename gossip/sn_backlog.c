@@ -188,3 +188,8 @@ size_t sn_backlog_bytes(const sn_backlog_t *self)
 {
     return self ? self->bytes : 0;
 }
+
+size_t sn_backlog_prefault(sn_backlog_t *self, size_t max_pages)
+{
+    return self ? sn_slab_prefault(self->slab, max_pages) : 0;
+}

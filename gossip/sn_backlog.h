@@ -76,6 +76,10 @@ uint64_t sn_backlog_first(const sn_backlog_t *self);
 /* The newest pseq held, 0 when empty. */
 uint64_t sn_backlog_last(const sn_backlog_t *self);
 
+/* Faults in ahead the memory the next pushes will take (sn_slab_prefault),
+ * at most `max_pages` slab pages; returns how many. */
+size_t sn_backlog_prefault(sn_backlog_t *self, size_t max_pages);
+
 /* The sum of the held bodies' lengths (always <= max_bytes). */
 size_t sn_backlog_bytes(const sn_backlog_t *self);
 

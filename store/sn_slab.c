@@ -313,6 +313,32 @@ void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass)
     pthread_mutex_unlock(&self->lock);
 }
 
+size_t sn_slab_prefault(sn_slab_t *self, size_t max_pages)
+{
+    char *todo[8];
+    size_t n = 0;
+    if (!self)
+        return 0;
+    if (max_pages > sizeof todo / sizeof *todo)
+        max_pages = sizeof todo / sizeof *todo;
+    pthread_mutex_lock(&self->lock);
+    for (unsigned k = 1; k <= g_classes && n < max_pages; k++) {
+        class_t *c = &self->cls[k];
+        run_t *r = c->carving;
+        if (r && (size_t) (r->faulted - c->bump) < PAGE && r->faulted < (char *) r + RUN) {
+            /* claimed now, faulted below: a block cut from it meanwhile
+             * just takes its page faults as it would have anyway */
+            todo[n++] = r->faulted;
+            r->faulted += PAGE;
+            self->mapped += PAGE;
+        }
+    }
+    pthread_mutex_unlock(&self->lock);
+    for (size_t i = 0; i < n; i++)
+        (void) madvise(todo[i], PAGE, MADV_POPULATE_WRITE);
+    return n;
+}
+
 int sn_slab_reset(sn_slab_t *self)
 {
     if (!self)

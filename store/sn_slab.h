@@ -61,6 +61,14 @@ void *sn_slab_alloc(sn_slab_t *self, uint8_t klass);
 /* Gives back a block of class `klass` that sn_slab_alloc returned. */
 void sn_slab_free(sn_slab_t *self, void *block, uint8_t klass);
 
+/* Faults in, ahead of need, the next page of each class's current run that
+ * has less than a page faulted beyond its next block, at most `max_pages`
+ * pages in all; returns how many. A thread with time to spare (the
+ * replication thread before it sleeps) so pays for the page faults the next
+ * allocations would otherwise take on their way. The faulting runs outside
+ * the slab's lock. */
+size_t sn_slab_prefault(sn_slab_t *self, size_t max_pages);
+
 /* Forgets every block and starts carving again from the first page, keeping
  * the pages (and their faults paid): for a process that fills and empties
  * stores in turn, such as a benchmark. Refused (-1) while any block is

@@ -2040,6 +2040,11 @@ int sn_store_reserve(sn_store_t *self, size_t sessions)
     return 0;
 }
 
+size_t sn_store_prefault(sn_store_t *self, size_t max_pages)
+{
+    return self ? sn_slab_prefault(self->slab, max_pages) : 0;
+}
+
 uint32_t sn_store_shards(const sn_store_t *self)
 {
     return self ? self->opt.shards : 0;

@@ -257,6 +257,11 @@ uint32_t sn_store_shards(const sn_store_t *self);
  * small. Returns 0, or SN_EINVAL for a NULL store. */
 int sn_store_reserve(sn_store_t *self, size_t sessions);
 
+/* Faults in ahead the memory the next sessions will take (sn_slab_prefault),
+ * at most `max_pages` slab pages; returns how many. For a thread with time
+ * to spare. */
+size_t sn_store_prefault(sn_store_t *self, size_t max_pages);
+
 void sn_store_stats(sn_store_t *self, sn_store_stats_t *stats);
 
 /* This node's latest sequence number (the last dot it took). */

@@ -173,6 +173,44 @@ static void test_reset(void **state)
     sn_slab_destroy(&s);
 }
 
+/* Prefaulting keeps each carving class a page (64 KiB) ahead of its next
+ * block and no further, takes no class that carves nothing, and the blocks
+ * cut from prefaulted pages hold their bytes. */
+static void test_prefault_runs_a_page_ahead(void **state)
+{
+    (void) state;
+    sn_slab_t *s = sn_slab_new();
+    assert_int_equal(sn_slab_prefault(s, 8), 0);  /* nothing carved yet */
+    uint8_t k = sn_slab_class(1000), k2 = sn_slab_class(300);
+    uint8_t *b = sn_slab_alloc(s, k);
+    assert_non_null(b);
+    sn_slab_stats_t st;
+    sn_slab_stats(s, &st);
+    uint64_t mapped = st.mapped;
+    assert_int_equal(sn_slab_prefault(s, 8), 1);
+    assert_int_equal(sn_slab_prefault(s, 8), 0);  /* already a page ahead */
+    sn_slab_stats(s, &st);
+    assert_int_equal(st.mapped, mapped + 64 * 1024);
+    assert_non_null(sn_slab_alloc(s, k2));
+    assert_int_equal(sn_slab_prefault(s, 0), 0);  /* a bound of 0 does nothing */
+    assert_int_equal(sn_slab_prefault(s, 8), 1);  /* only the new class */
+    /* carve past the first page into the prefaulted one */
+    size_t size = sn_slab_class_size(k);
+    enum { N = 120 };
+    uint8_t *blk[N];
+    for (int i = 0; i < N; i++) {
+        blk[i] = sn_slab_alloc(s, k);
+        assert_non_null(blk[i]);
+        stamp(blk[i], size, (uint32_t) i);
+    }
+    for (int i = 0; i < N; i++) {
+        assert_true(stamped(blk[i], size, (uint32_t) i));
+        sn_slab_free(s, blk[i], k);
+    }
+    assert_int_equal(sn_slab_prefault(NULL, 8), 0);
+    sn_slab_destroy(&s);
+}
+
 /* Blocks that all move to the next class, as sessions do when an update
  * makes them a few bytes larger: the runs they leave serve the new class
  * instead of staying reserved for the old one. */
@@ -283,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_blocks_hold_their_bytes),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_reset),
+        cmocka_unit_test(test_prefault_runs_a_page_ahead),
         cmocka_unit_test(test_emptied_runs_serve_other_classes),
         cmocka_unit_test(test_threads),
     };
