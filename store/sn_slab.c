@@ -69,6 +69,8 @@ struct sn_slab {
     size_t nregions, cap_regions;
     size_t used_regions;         /* regions carved from since the last reset */
     uint64_t mapped, in_use, blocks;
+    uint64_t carved[CLASSES_MAX / 64];  /* classes that cut blocks since the
+                                         * last prefault, one bit each */
 };
 
 static uint32_t g_size[CLASSES_MAX];
@@ -282,6 +284,7 @@ void *sn_slab_alloc(sn_slab_t *self, uint8_t klass)
         b = c->bump;
         c->bump += size;
         UNPOISON(b, size);
+        self->carved[klass / 64] |= (uint64_t) 1 << (klass % 64);
     }
     if (b) {
         r->live++;
@@ -322,15 +325,22 @@ size_t sn_slab_prefault(sn_slab_t *self, size_t max_pages)
     if (max_pages > sizeof todo / sizeof *todo)
         max_pages = sizeof todo / sizeof *todo;
     pthread_mutex_lock(&self->lock);
-    for (unsigned k = 1; k <= g_classes && n < max_pages; k++) {
-        class_t *c = &self->cls[k];
-        run_t *r = c->carving;
-        if (r && (size_t) (r->faulted - c->bump) < PAGE && r->faulted < (char *) r + RUN) {
-            /* claimed now, faulted below: a block cut from it meanwhile
-             * just takes its page faults as it would have anyway */
-            todo[n++] = r->faulted;
-            r->faulted += PAGE;
-            self->mapped += PAGE;
+    /* only the classes that carved since the last call can have come
+     * within a page of their faulted end */
+    for (unsigned w = 0; w < CLASSES_MAX / 64 && n < max_pages; w++) {
+        while (self->carved[w] && n < max_pages) {
+            unsigned k = w * 64 + (unsigned) __builtin_ctzll(self->carved[w]);
+            self->carved[w] &= self->carved[w] - 1;
+            class_t *c = &self->cls[k];
+            run_t *r = c->carving;
+            if (r && (size_t) (r->faulted - c->bump) < PAGE &&
+                r->faulted < (char *) r + RUN) {
+                /* claimed now, faulted below: a block cut from it meanwhile
+                 * just takes its page faults as it would have anyway */
+                todo[n++] = r->faulted;
+                r->faulted += PAGE;
+                self->mapped += PAGE;
+            }
         }
     }
     pthread_mutex_unlock(&self->lock);
@@ -347,6 +357,7 @@ int sn_slab_reset(sn_slab_t *self)
     int rc = self->blocks ? -1 : 0;
     if (!rc) {
         memset(self->cls, 0, sizeof self->cls);
+        memset(self->carved, 0, sizeof self->carved);
         self->empty = NULL;
         for (size_t i = 0; i < self->nregions; i++)
             POISON(self->regions[i], REGION);
