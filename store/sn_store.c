@@ -1817,7 +1817,18 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
         pthread_mutex_lock(&sh->lock);
         rehash_finish(self, sh);
         do {
+            /* the sessions sit in memory in no relation to this order: ask
+             * for the next bucket's first one while this one's are read
+             * (a snapshot or digest page reads every session it passes) */
+            uint32_t ahead = rev32(rev32(v | ~sh->mask) + 1);
+            if (ahead) {
+                const sn_entry_t *n = sh->buckets[ahead & sh->mask];
+                if (n)
+                    __builtin_prefetch(n);
+            }
             for (sn_entry_t *e = sh->buckets[v & sh->mask]; e; e = e->next) {
+                if (e->next)
+                    __builtin_prefetch(e->next);
                 if (visit(self, e, &gc, fn, arg) == 0)
                     visits++;
             }
