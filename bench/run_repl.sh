@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the replication benchmark in Release mode and run it with its default
 # arguments: three sessnode node processes on loopback against raw ZeroMQ
-# PUB/SUB and Redis 7 replication (about 105 s on our 2-core VMs). It
+# PUB/SUB and Redis 7 replication (about 90-105 s on our 2-core VMs). It
 # starts and stops redis-server itself (loopback, a temporary directory, no
 # persistence), so Debian's redis-server must be installed
 # (bash scripts/deps.sh). Extra arguments go to the benchmark, e.g.
