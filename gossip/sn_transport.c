@@ -122,7 +122,7 @@ typedef struct qitem {
 typedef struct {
     uint64_t pseq;
     waiter_t *waiter;
-    uint32_t acks, refusals;
+    uint32_t acks;              /* of the peers heard; the others refused */
     uint32_t nheard, cap_heard;
     uint64_t *heard;            /* the peers that answered, each counted once */
 } pending_ack_t;
@@ -278,7 +278,7 @@ struct sn_transport {
     uint64_t next_gc_ms;
     struct fetch_ack {
         uint64_t origin, pseq;
-        uint64_t dot_node, dot; /* the delta's store dot */
+        sn_dot_t dot;           /* the delta's (delta_dot) */
         uint64_t at_ms;
         uint32_t id_len;
         uint8_t id[SN_ID_MAX];
@@ -626,10 +626,16 @@ static void lose_delta(sn_transport_t *t, uint64_t dot)
         wake_actor(t);
 }
 
+/* The store dot a delta carries; a touch carries none (counter 0). */
+static sn_dot_t delta_dot(const sn_delta_t *d)
+{
+    return d->kind == SN_DELTA_TOUCH ? (sn_dot_t) {d->dot.node, 0} : d->dot;
+}
+
 void sn_transport_sink(const sn_delta_t *delta, void *arg)
 {
     sn_transport_t *t = arg;
-    uint64_t dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
+    uint64_t dot = delta_dot(delta).counter;
     qitem_t *it = calloc(1, sizeof *it);
     if (it && sn_wire_encode_delta(delta, &it->body, &it->len)) {
         free(it);
@@ -912,6 +918,22 @@ static void publish_local(sn_transport_t *t)
     }
 }
 
+static uint32_t alive_peers(sn_transport_t *t)
+{
+    uint64_t now = mono_ms();
+    uint32_t alive = 0;
+    for (size_t i = 0; i < t->npeers; i++)
+        alive += member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE;
+    return alive;
+}
+
+/* Lets go of a pending delta's waiter (under qlock). */
+static void pending_release(pending_ack_t *p)
+{
+    waiter_unref(p->waiter);
+    free(p->heard);
+}
+
 /* An acknowledgement, or a refusal (status != 0). A delta fails once the
  * live peers that have not refused it are fewer than the acknowledgements
  * asked for: waiting longer could only end in a timeout. */
@@ -919,10 +941,6 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
 {
     if (m->u.ack.origin != t->opt.node_id)
         return;
-    uint64_t now = mono_ms();
-    uint32_t alive = 0;
-    for (size_t i = 0; i < t->npeers; i++)
-        alive += member_state(t, &t->peers[i], now) == SN_MEMBER_ALIVE;
     pthread_mutex_lock(&t->qlock);
     for (size_t i = 0; i < t->npending; i++) {
         pending_ack_t *p = &t->pending[i];
@@ -942,11 +960,10 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
         p->heard[p->nheard++] = m->sender;
         if (m->u.ack.status == 0)
             p->acks++;
-        else
-            p->refusals++;
         waiter_t *w = p->waiter;
         bool acked = p->acks >= w->acks;
-        bool hopeless = !acked && p->refusals && alive < w->acks + p->refusals;
+        bool hopeless = !acked && m->u.ack.status != 0 &&
+                        alive_peers(t) < w->acks + (p->nheard - p->acks);
         if (acked || hopeless || w->abandoned) {
             if (!w->abandoned) {
                 if (acked)
@@ -955,8 +972,7 @@ static void on_ack(sn_transport_t *t, const sn_msg_t *m)
                     w->failed = SN_EREFUSED;
                 pthread_cond_broadcast(&w->cond);
             }
-            waiter_unref(w);
-            free(p->heard);
+            pending_release(p);
             t->pending[i] = t->pending[--t->npending];
         }
         break;
@@ -971,8 +987,7 @@ static void sweep_pending(sn_transport_t *t)
     pthread_mutex_lock(&t->qlock);
     for (size_t i = 0; i < t->npending;) {
         if (t->pending[i].waiter->abandoned) {
-            waiter_unref(t->pending[i].waiter);
-            free(t->pending[i].heard);
+            pending_release(&t->pending[i]);
             t->pending[i] = t->pending[--t->npending];
         } else {
             i++;
@@ -1028,9 +1043,8 @@ static void send_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, int rc)
  * node's updates of one session follow each other. A touch has no dot. */
 static bool holds_dot(sn_transport_t *t, const uint8_t *id, uint32_t id_len, sn_dot_t dot)
 {
-    uint64_t digest;
     sn_vv_t vv = {0};
-    if (sn_store_digest_vv(t->store, id, id_len, &digest, &vv))
+    if (sn_store_digest_vv(t->store, id, id_len, NULL, &vv))
         return false;
     bool held = dot.counter == 0;
     for (uint32_t i = 0; i < vv.n && !held; i++)
@@ -1047,8 +1061,7 @@ static void owe_ack(sn_transport_t *t, uint64_t origin, uint64_t pseq, const sn_
     struct fetch_ack *fa = &t->fetch_acks[t->nfetch_acks++];
     fa->origin = origin;
     fa->pseq = pseq;
-    fa->dot_node = delta->dot.node;
-    fa->dot = delta->kind == SN_DELTA_TOUCH ? 0 : delta->dot.counter;
+    fa->dot = delta_dot(delta);
     fa->at_ms = mono_ms();
     fa->id_len = delta->id_len;
     memcpy(fa->id, delta->id, delta->id_len);
@@ -1148,10 +1161,7 @@ static void apply_delta(sn_transport_t *t, uint64_t origin, uint64_t pseq, uint3
          * been refused, or still wait for its session to be fetched */
         sn_wire_delta_t d;
         if ((flags & SN_MSG_F_ACK) && sn_wire_decode_delta(body, body_len, &d) == 0) {
-            sn_dot_t dot = d.delta.dot;
-            if (d.delta.kind == SN_DELTA_TOUCH)
-                dot.counter = 0;
-            if (holds_dot(t, d.delta.id, d.delta.id_len, dot))
+            if (holds_dot(t, d.delta.id, d.delta.id_len, delta_dot(&d.delta)))
                 send_ack(t, origin, pseq, 0);
             sn_wire_delta_release(&d);
         }
@@ -1581,7 +1591,7 @@ static void on_fetch_rep(sn_transport_t *t, const sn_msg_t *m)
     merge_states(t, m->u.fetch_rep.states, m->u.fetch_rep.n);
     for (size_t i = 0; i < t->nfetch_acks;) {
         struct fetch_ack *fa = &t->fetch_acks[i];
-        bool here = holds_dot(t, fa->id, fa->id_len, (sn_dot_t) {fa->dot_node, fa->dot});
+        bool here = holds_dot(t, fa->id, fa->id_len, fa->dot);
         if (here || mono_ms() - fa->at_ms > 10000) {
             /* past 10 s the writer has given up waiting anyway */
             if (here)
@@ -1615,12 +1625,20 @@ static void on_repair_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
     if (!e)
         return;
     size_t k = 0, bytes = 0;
+    bool hole = false;
     for (uint64_t s = from; s <= to && bytes < CHUNK_BYTES; s++) {
         const uint8_t *frame;
         size_t len;
         uint32_t flags;
-        if (sn_backlog_get(t->backlog, s, &frame, &len, &flags) || len == 0)
-            break;  /* an empty entry is a hole (publish_hole): see below */
+        if (sn_backlog_get(t->backlog, s, &frame, &len, &flags))
+            break;
+        if (len == 0) {
+            /* a hole (publish_hole): what it stood for was never kept, so
+             * starting there the receiver must compare sessions, as for a
+             * range the backlog let go; the entries before it go first */
+            hole = k == 0;
+            break;
+        }
         /* the backlog holds whole DELTA frames; the reply carries bodies */
         sn_msg_decoded_t dm;
         if (sn_msg_decode(frame, len, &dm))
@@ -1636,11 +1654,6 @@ static void on_repair_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t 
         bytes += len;
         k++;
     }
-    /* A hole first: what it stood for was never kept, so the receiver
-     * must compare sessions, as for a range the backlog let go. */
-    const uint8_t *frame;
-    size_t len;
-    bool hole = k == 0 && sn_backlog_get(t->backlog, from, &frame, &len, NULL) == 0 && len == 0;
     r.u.repair_rep.status = hole ? SN_MSG_REPAIR_TOO_OLD : SN_MSG_REPAIR_OK;
     r.u.repair_rep.n = (uint32_t) k;
     r.u.repair_rep.entries = e;
@@ -2353,10 +2366,8 @@ void sn_transport_destroy(sn_transport_t **self_p)
         free(it);
     }
     free(t->lost_dots);
-    for (size_t i = 0; i < t->npending; i++) {
-        waiter_unref(t->pending[i].waiter);
-        free(t->pending[i].heard);
-    }
+    for (size_t i = 0; i < t->npending; i++)
+        pending_release(&t->pending[i]);
     free(t->pending);
     for (size_t i = 0; i < t->nserving; i++) {
         zframe_destroy(&t->serving[i].identity);

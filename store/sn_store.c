@@ -1852,7 +1852,7 @@ int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *d
 int sn_store_digest_vv(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest,
                        sn_vv_t *vv)
 {
-    if (!self || !digest)
+    if (!self || (!digest && !vv))
         return SN_EINVAL;
     if (!sn_id_valid(id, id_len))
         return SN_EBADID;
@@ -1861,20 +1861,22 @@ int sn_store_digest_vv(sn_store_t *self, const void *id, size_t id_len, uint64_t
     int rc = SN_ENOTFOUND;
     sn_state_t st;
     if (e && (rc = body_decode(self, e, &st, 0)) == 0) {
-        /* the canonical form (node ids, not this store's indexes), hashed
-         * with a fixed seed: digests are compared across nodes */
-        size_t n = body_encode(NULL, &st, NULL);
-        uint8_t *buf = malloc(n ? n : 1);
-        if (buf) {
-            body_encode(NULL, &st, buf);
-            *digest = hash64(buf, n, 0x5e55a0de5e55a0deull);
-            free(buf);
-            if (vv) {
-                *vv = st.vv;
-                st.vv = (sn_vv_t) {0};
+        if (digest) {
+            /* the canonical form (node ids, not this store's indexes),
+             * hashed with a fixed seed: digests are compared across nodes */
+            size_t n = body_encode(NULL, &st, NULL);
+            uint8_t *buf = malloc(n ? n : 1);
+            if (buf) {
+                body_encode(NULL, &st, buf);
+                *digest = hash64(buf, n, 0x5e55a0de5e55a0deull);
+                free(buf);
+            } else {
+                rc = SN_ENOMEM;
             }
-        } else {
-            rc = SN_ENOMEM;
+        }
+        if (vv && rc == 0) {
+            *vv = st.vv;
+            st.vv = (sn_vv_t) {0};
         }
         state_free(&st);
     }

@@ -224,7 +224,8 @@ int sn_store_digest(sn_store_t *self, const void *id, size_t id_len, uint64_t *d
 
 /* The digest and, in *vv, the session's version vector (dots malloc'd, the
  * caller frees vv->dots; untouched on failure). A digest says whether two
- * replicas differ, the vectors which of them lacks what. */
+ * replicas differ, the vectors which of them lacks what. Either may be
+ * NULL (not both): the vector alone costs no encoding or hashing. */
 int sn_store_digest_vv(sn_store_t *self, const void *id, size_t id_len, uint64_t *digest,
                        sn_vv_t *vv);
 

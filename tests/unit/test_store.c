@@ -2007,6 +2007,15 @@ static void test_digest_vv_gives_the_vector_that_orders_replicas(void **state)
     sn_vv_t untouched = {7, NULL};
     assert_int_equal(sn_store_digest_vv(a.store, "nope", 4, &da, &untouched), SN_ENOTFOUND);
     assert_int_equal(untouched.n, 7);
+
+    /* the vector alone is the same vector; asking for nothing is an error */
+    sn_vv_t with, alone;
+    assert_int_equal(sn_store_digest_vv(a.store, "s", 1, &da, &with), 0);
+    assert_int_equal(sn_store_digest_vv(a.store, "s", 1, NULL, &alone), 0);
+    assert_true(sn_vv_leq(&with, &alone) && sn_vv_leq(&alone, &with));
+    free(with.dots);
+    free(alone.dots);
+    assert_int_equal(sn_store_digest_vv(a.store, "s", 1, NULL, NULL), SN_EINVAL);
     node_close(&a);
     node_close(&b);
 }
