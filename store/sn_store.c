@@ -1596,16 +1596,25 @@ static bool collected_tombstone(sn_store_t *self, const sn_state_t *st)
 }
 
 /* Joins `r` into the entry at l->slot, whose decoded state the caller
- * passes as `cur` (NULL: no entry; then `r` is inserted). */
+ * passes as `cur` (NULL: no entry; then `r` is inserted). `write` says
+ * that `r` is a write delta's fragment: it carries the session's meta only
+ * when the write made it, so without meta it is not a tombstone, and the
+ * destroy vector it carries (the writer's, which a recreated session keeps)
+ * being collected says nothing against it. */
 static int join_into(sn_store_t *self, lookup_t *l, const uint8_t *id, size_t id_len,
-                     const sn_state_t *cur, const sn_state_t *r)
+                     const sn_state_t *cur, const sn_state_t *r, bool write)
 {
     sn_state_t out;
-    if (collected_tombstone(self, r))
+    if (!write && collected_tombstone(self, r))
         return SN_APPLY_IGNORED;
     bool forgotten = cur && collected_tombstone(self, cur);
-    if (forgotten)
+    if (forgotten) {
+        /* a write that did not create the session was made on a copy
+         * that had not seen the destroy: the destroy wins */
+        if (write && !r->has_meta)
+            return SN_APPLY_IGNORED;
         cur = NULL;
+    }
     int rc = state_join(cur, r, &out);
     if (rc == 0) {
         if (!out.has_meta && out.dv.n == 0)
@@ -1699,7 +1708,8 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *d)
     if (rc == 0) {
         /* cur's names and values point into the old block: the join is
          * encoded before store_state frees it */
-        rc = join_into(self, &l, d->id, d->id_len, decoded ? &cur : NULL, &r);
+        rc = join_into(self, &l, d->id, d->id_len, decoded ? &cur : NULL, &r,
+                       d->kind == SN_DELTA_WRITE);
         if (rc == 0)
             rc = SN_APPLY_APPLIED;
         else if (rc == SN_APPLY_IGNORED)
@@ -1751,7 +1761,7 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
         }
     }
     if (rc == 0) {
-        rc = join_into(self, &l, id, id_len, decoded ? &cur : NULL, st);
+        rc = join_into(self, &l, id, id_len, decoded ? &cur : NULL, st, false);
         if (rc == 0)
             rc = SN_APPLY_APPLIED;
     }

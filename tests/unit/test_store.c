@@ -2097,6 +2097,38 @@ static void test_a_write_concurrent_with_a_collectable_destroy_is_ignored(void *
     node_close(&c);
 }
 
+/* A session destroyed and created again keeps the destroy's vector, and
+ * every write to it carries that vector. Once the destroy is collected, such
+ * a write must still apply: it was taken for a collected tombstone and
+ * dropped as a duplicate, so a replica whose stable vector had passed the
+ * destroy lost the updates for good. */
+static void test_a_write_to_a_recreated_session_applies_after_the_destroy_is_collected(
+    void **state)
+{
+    (void) state;
+    node_t a, c;
+    node_open(&a, 1);
+    node_open(&c, 3);
+    assert_int_equal(put_s(a.store, "s", "k", "v1"), 0);
+    assert_int_equal(sn_store_destroy_session(a.store, "s", 1), 0);
+    assert_int_equal(put_s(a.store, "s", "k", "v2"), 0);  /* created again */
+    deliver(&a, 0, &c);
+    sn_dot_t all[] = {{1, sn_store_seq(a.store)}};
+    sn_vv_t stable = {1, all};
+    assert_int_equal(sn_store_gc(c.store, &stable), 0);   /* the session is alive */
+    size_t mark = a.log.n;
+    assert_int_equal(put_s(a.store, "s", "k", "v3"), 0);
+    assert_int_equal(put_s(a.store, "s", "k2", "w"), 0);
+    assert_int_equal(sn_store_remove(a.store, "s", 1, "k2", 2), 0);
+    for (size_t i = mark; i < a.log.n; i++)
+        assert_true(a.log.items[i].st.dv.n > 0);  /* each carries the destroy */
+    deliver(&a, mark, &c);
+    assert_value(c.store, "s", "k", "v3");
+    assert_int_equal(get_s(c.store, "s", "k2"), SN_ENOTFOUND);
+    node_close(&a);
+    node_close(&c);
+}
+
 static void test_merge_of_a_collected_tombstone_is_ignored(void **state)
 {
     (void) state;
@@ -2214,6 +2246,7 @@ int main(void)
         cmocka_unit_test(test_export_and_digest_of_a_missing_id_are_enotfound),
         cmocka_unit_test(test_digest_vv_gives_the_vector_that_orders_replicas),
         cmocka_unit_test(test_gc_removes_tombstones_covered_by_the_stable_vector),
+        cmocka_unit_test(test_a_write_to_a_recreated_session_applies_after_the_destroy_is_collected),
         cmocka_unit_test(test_merge_of_a_collected_tombstone_is_ignored),
         cmocka_unit_test(test_a_write_concurrent_with_a_collectable_destroy_is_ignored),
         cmocka_unit_test(test_gc_drops_removed_attribute_records),
