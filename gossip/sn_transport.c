@@ -17,7 +17,17 @@
  * instead of waking the other, idle CPU, which on a VM costs an exit to the
  * hypervisor and, measured here, about 200 us at the median. The actor gives
  * each delta the next publish sequence (pseq), keeps it in the backlog ring
- * and publishes it. Publish sequences, not the store's dots, are what gap
+ * and publishes it.
+ *
+ * The actor holds its turn lock whenever it is awake. A write made at a
+ * quiet time, when the actor sleeps and no other local write came in the
+ * last INLINE_QUIET_NS, does not wake it: the writer takes the turn itself
+ * (trylock, so it never waits) and runs the same publishing step the actor
+ * would, once its store write has released the session's lock. The sockets
+ * are still used by one thread at a time, with the lock's barrier between
+ * (which is what ZeroMQ asks of a socket that changes threads), and a write
+ * reaches the wire one thread hand-off sooner. Under a burst the actor
+ * publishes, so deltas still leave in batches. Publish sequences, not the store's dots, are what gap
  * detection tracks: they are contiguous by construction, whatever order the
  * writer threads took their dots in, and they cover touches too. Deltas
  * that find the queue full (queue_bytes) become a hole: one pseq that is
@@ -84,6 +94,8 @@
 #define REPAIR_MAX 4096             /* pseqs per repair request */
 #define JOIN_BUFFER_MAX (128u << 20)
 #define TURN_WRITES 4096            /* local deltas published per loop turn */
+#define INLINE_QUIET_NS 20000       /* a write this long after the last one
+                                     * publishes in the writer's thread */
 #define TURN_MSGS 1024              /* frames read per socket per loop turn */
 #define BATCH_DELTAS 256            /* deltas per DELTAS frame */
 #define BATCH_BYTES (256u << 10)    /* ...or about this many bytes of bodies */
@@ -215,6 +227,10 @@ struct sn_transport {
     int wake[2];                /* pipe: writers -> actor */
 
     pthread_mutex_t qlock;      /* queue, pending acks, waiters, lost deltas */
+    pthread_mutex_t turn;       /* held by whoever runs the actor's state:
+                                 * the actor while awake, or a writer
+                                 * publishing in its place */
+    _Atomic uint64_t last_write_ns; /* the last local write's end */
     qitem_t *qhead, *qtail;
     size_t qbytes, qmax;
     bool hole_wanted;           /* deltas were lost since the last hole */
@@ -233,7 +249,7 @@ struct sn_transport {
     bool ready;
 
     struct {
-        _Atomic uint64_t deltas_sent, batches_sent, deltas_received, deltas_dropped, duplicates,
+        _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received, deltas_dropped, duplicates,
             gaps_detected, repairs_requested, repaired, full_fetches, resyncs, resync_settled,
             bad_frames, apply_refused, queue_overflows, acks_timed_out, acks_refused,
             bytes_sent, bytes_received, snapshot_sessions;
@@ -291,13 +307,25 @@ static _Thread_local struct {
     waiter_t *w;
 } tls_write;
 
+/* A write in progress (sn_transport_write_begin): the sink leaves waking
+ * the actor to sn_transport_write_end. */
+static _Thread_local struct {
+    sn_transport_t *t;
+    bool queued;
+} tls_publish;
+
 /* ------------------------------------------------------------ helpers */
 
-static uint64_t mono_ms(void)
+static uint64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+    return (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
+}
+
+static uint64_t mono_ms(void)
+{
+    return mono_ns() / 1000000u;
 }
 
 /* A CLOCK_MONOTONIC deadline for pthread_cond_timedwait (the waits' condition
@@ -664,8 +692,47 @@ void sn_transport_sink(const sn_delta_t *delta, void *arg)
     t->qtail = it;
     t->qbytes += it->len;
     pthread_mutex_unlock(&t->qlock);
-    if (was_empty)
-        wake_actor(t);
+    if (was_empty) {
+        if (tls_publish.t == t)
+            tls_publish.queued = true;
+        else
+            wake_actor(t);
+    }
+}
+
+void sn_transport_write_begin(sn_transport_t *self)
+{
+    tls_publish.t = self;
+    tls_publish.queued = false;
+}
+
+static size_t publish_local(sn_transport_t *t);
+
+void sn_transport_write_end(sn_transport_t *self)
+{
+    bool queued = self && tls_publish.t == self && tls_publish.queued;
+    tls_publish.t = NULL;
+    tls_publish.queued = false;
+    if (!queued)
+        return;
+    uint64_t now = mono_ns();
+    uint64_t last = atomic_exchange_explicit(&self->last_write_ns, now, memory_order_relaxed);
+    if (now - last >= INLINE_QUIET_NS && pthread_mutex_trylock(&self->turn) == 0) {
+        /* the actor sleeps (or has not started, or has ended: no PUB) */
+        bool up = self->pub != NULL;
+        if (up) {
+            count(&self->st.sent_by_writers, publish_local(self));
+            /* what the actor does before it sleeps, which it now will
+             * not do for this write: after the publish, so the delta
+             * does not wait for it */
+            sn_store_prefault(self->store, 1);
+            sn_backlog_prefault(self->backlog, 1);
+        }
+        pthread_mutex_unlock(&self->turn);
+        if (up)
+            return;
+    }
+    wake_actor(self);
 }
 
 int sn_transport_begin_acked(sn_transport_t *self, uint32_t acks)
@@ -833,7 +900,8 @@ static void publish_hole(sn_transport_t *t, const uint64_t *dots, size_t n)
     }
 }
 
-static void publish_local(sn_transport_t *t)
+/* Publishes queued local deltas; returns how many left the queue. */
+static size_t publish_local(sn_transport_t *t)
 {
     uint8_t drained[64];
     ssize_t n = read(t->wake[0], drained, sizeof drained);
@@ -916,6 +984,7 @@ static void publish_local(sn_transport_t *t)
         msgpack_sbuffer_destroy(&t->pub_frame);
         msgpack_sbuffer_init(&t->pub_frame);
     }
+    return (size_t) taken;
 }
 
 static uint32_t alive_peers(sn_transport_t *t)
@@ -2127,6 +2196,7 @@ static int bind_sockets(sn_transport_t *t)
 static void actor_fn(zsock_t *pipe, void *arg)
 {
     sn_transport_t *t = arg;
+    pthread_mutex_lock(&t->turn);
     /* zactor_new waits for this signal; the outcome travels beside it */
     t->epfd = epoll_create1(EPOLL_CLOEXEC);
     t->start_rc = t->epfd < 0 || watch(t, zsock_fd(pipe), SRC_PIPE) < 0 ? SN_ENOMEM
@@ -2162,7 +2232,9 @@ static void actor_fn(zsock_t *pipe, void *arg)
             sn_store_prefault(t->store, 1) + sn_backlog_prefault(t->backlog, 1) > 0)
             busy = true;
         struct epoll_event ev[16];
+        pthread_mutex_unlock(&t->turn);
         int n = epoll_wait(t->epfd, ev, 16, busy ? 0 : timeout);
+        pthread_mutex_lock(&t->turn);
         if (n < 0 && errno != EINTR) {
             tlog(t, SN_LOG_ERROR, "epoll_wait: %s", strerror(errno));
             break;
@@ -2239,6 +2311,7 @@ done:
     zsock_destroy(&t->sub);
     if (t->epfd >= 0)
         close(t->epfd);
+    pthread_mutex_unlock(&t->turn);
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -2286,6 +2359,7 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     if (!t->backlog || !t->tracker || pipe2(t->wake, O_NONBLOCK | O_CLOEXEC) < 0)
         goto fail;
     pthread_mutex_init(&t->qlock, NULL);
+    pthread_mutex_init(&t->turn, NULL);
     pthread_mutex_init(&t->mlock, NULL);
     pthread_mutex_init(&t->rlock, NULL);
     pthread_condattr_t ca;
@@ -2403,6 +2477,7 @@ void sn_transport_destroy(sn_transport_t **self_p)
     close(t->wake[0]);
     close(t->wake[1]);
     pthread_mutex_destroy(&t->qlock);
+    pthread_mutex_destroy(&t->turn);
     pthread_mutex_destroy(&t->mlock);
     pthread_mutex_destroy(&t->rlock);
     pthread_cond_destroy(&t->rcond);
@@ -2417,6 +2492,7 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
 #define LOAD(f) s->f = atomic_load_explicit(&t->st.f, memory_order_relaxed)
     LOAD(deltas_sent);
     LOAD(batches_sent);
+    LOAD(sent_by_writers);
     LOAD(deltas_received);
     LOAD(deltas_dropped);
     LOAD(duplicates);

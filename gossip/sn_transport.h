@@ -55,6 +55,16 @@ void sn_transport_destroy(sn_transport_t **self_p);
  * never blocks on the network. */
 void sn_transport_sink(const sn_delta_t *delta, void *arg);
 
+/* One local write, in the writer's thread: begin before the store call,
+ * end after it, once the session's lock is released. The deltas the write
+ * queued are then published by this thread if the actor sleeps and local
+ * writes are not coming in a burst (so none waits for the actor to wake),
+ * else the actor is woken to publish them. end never waits: it runs the
+ * actor's publishing step only if it gets the turn at once. Writes made
+ * outside such a pair simply wake the actor. */
+void sn_transport_write_begin(sn_transport_t *self);
+void sn_transport_write_end(sn_transport_t *self);
+
 /* Write concern: between begin and end, the deltas this thread's writes
  * produce are published asking for acknowledgements; end waits until `acks`
  * peers applied every one of them. It returns SN_ETIMEDOUT after timeout_ms,

@@ -202,7 +202,9 @@ SN_EXPORT uint64_t sn_node_id(const sn_node_t *node)
         uint32_t acks_ = (options) ? (options)->acks : 0;                          \
         if (acks_ && sn_transport_begin_acked((node)->transport, acks_))           \
             return SN_ENOMEM;                                                      \
+        sn_transport_write_begin((node)->transport);                               \
         int rc_ = (call);                                                          \
+        sn_transport_write_end((node)->transport);                                 \
         if (acks_) {                                                               \
             uint32_t to_ = (options)->timeout_ms ? (options)->timeout_ms           \
                                                  : (node)->cfg.write_timeout_ms;   \
@@ -218,7 +220,10 @@ SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
 {
     if (!node)
         return SN_EINVAL;
-    return sn_store_create(node->store, id, id_len, max_inactive);
+    sn_transport_write_begin(node->transport);
+    int rc = sn_store_create(node->store, id, id_len, max_inactive);
+    sn_transport_write_end(node->transport);
+    return rc;
 }
 
 SN_EXPORT int sn_node_put(sn_node_t *node, const void *id, size_t id_len, const void *name,
@@ -264,7 +269,10 @@ SN_EXPORT int sn_node_touch(sn_node_t *node, const void *id, size_t id_len,
 {
     if (!node)
         return SN_EINVAL;
-    return sn_store_touch(node->store, id, id_len, max_inactive);
+    sn_transport_write_begin(node->transport);
+    int rc = sn_store_touch(node->store, id, id_len, max_inactive);
+    sn_transport_write_end(node->transport);
+    return rc;
 }
 
 SN_EXPORT int sn_node_exists(sn_node_t *node, const void *id, size_t id_len)

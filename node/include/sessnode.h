@@ -107,7 +107,11 @@ SN_EXPORT const char *sn_version(void);
  * local write to its peers. Its replication thread owns all ZeroMQ sockets;
  * the session functions below run in the caller's thread, never wait on the
  * network (except a write that asks for acknowledgements), and may be called
- * from any number of threads at once.
+ * from any number of threads at once. A write made while the replication
+ * thread sleeps, and not part of a burst, is published by the calling thread
+ * itself in that thread's place (it takes the thread's lock only if free),
+ * which spares the write a thread hand-off; under a burst the replication
+ * thread publishes, batching.
  *
  * Addresses. A node is reached at one cluster address and derives two
  * ZeroMQ endpoints from it: for "tcp://HOST:PORT" it binds a PUB socket on
@@ -242,6 +246,9 @@ typedef struct {
     uint64_t writes;            /* local writes */
     uint64_t deltas_sent;       /* published, touches included */
     uint64_t batches_sent;      /* frames that carried several of them at once (a burst) */
+    uint64_t sent_by_writers;   /* of deltas_sent, those the writing thread
+                                 * published itself, the replication thread
+                                 * being asleep (a quiet time) */
     uint64_t deltas_received;   /* received from peers, first copies */
     uint64_t deltas_dropped;    /* by the test hook */
     uint64_t duplicates;        /* received again */
