@@ -126,7 +126,8 @@ typedef struct sn_node sn_node_t;
 enum { SN_LOG_ERROR = 0, SN_LOG_WARN = 1, SN_LOG_INFO = 2, SN_LOG_DEBUG = 3 };
 
 /* A log sink; `msg` is one line without its newline, valid during the call.
- * Called from the node's threads, possibly concurrently. */
+ * Called from the node's threads, and from a thread calling a session
+ * function when it publishes its write itself; possibly concurrently. */
 typedef void (*sn_log_fn)(int level, const char *msg, void *arg);
 
 /* Called from the replication thread each time a peer's update changed a
