@@ -17,7 +17,12 @@
  * instead of waking the other, idle CPU, which on a VM costs an exit to the
  * hypervisor and, measured here, about 200 us at the median. The actor gives
  * each delta the next publish sequence (pseq), keeps it in the backlog ring
- * and publishes it.
+ * and publishes it. Publish sequences, not the store's dots, are what gap
+ * detection tracks: they are contiguous by construction, whatever order the
+ * writer threads took their dots in, and they cover touches too. Deltas
+ * that find the queue full (queue_bytes) become a hole: one pseq that is
+ * never published and whose repair is answered TOO_OLD, so the receivers
+ * compare sessions with this node at once (publish_hole).
  *
  * The actor holds its turn lock whenever it is awake. A write made at a
  * quiet time, when the actor sleeps and no other local write came in the
@@ -27,12 +32,7 @@
  * are still used by one thread at a time, with the lock's barrier between
  * (which is what ZeroMQ asks of a socket that changes threads), and a write
  * reaches the wire one thread hand-off sooner. Under a burst the actor
- * publishes, so deltas still leave in batches. Publish sequences, not the store's dots, are what gap
- * detection tracks: they are contiguous by construction, whatever order the
- * writer threads took their dots in, and they cover touches too. Deltas
- * that find the queue full (queue_bytes) become a hole: one pseq that is
- * never published and whose repair is answered TOO_OLD, so the receivers
- * compare sessions with this node at once (publish_hole).
+ * publishes, so deltas still leave in batches.
  *
  * Receiving: a tracker per origin tells new from duplicate deltas and finds
  * gaps, including a lost tail (heartbeats carry the last pseq). A gap older
@@ -249,10 +249,10 @@ struct sn_transport {
     bool ready;
 
     struct {
-        _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received, deltas_dropped, duplicates,
-            gaps_detected, repairs_requested, repaired, full_fetches, resyncs, resync_settled,
-            bad_frames, apply_refused, queue_overflows, acks_timed_out, acks_refused,
-            bytes_sent, bytes_received, snapshot_sessions;
+        _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received,
+            deltas_dropped, duplicates, gaps_detected, repairs_requested, repaired,
+            full_fetches, resyncs, resync_settled, bad_frames, apply_refused, queue_overflows,
+            acks_timed_out, acks_refused, bytes_sent, bytes_received, snapshot_sessions;
     } st;
 
     zc_pool_t *zc;
