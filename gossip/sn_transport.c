@@ -708,6 +708,15 @@ void sn_transport_write_begin(sn_transport_t *self)
 
 static size_t publish_local(sn_transport_t *t);
 
+/* Faults in the pages the next sessions and backlog copies will take, a page
+ * per slab class that carved since the last call, so that neither a writer
+ * nor the actor applying a peer's delta pays for them on its way (a slab
+ * page costs tens of microseconds here). Returns the pages faulted. */
+static size_t prefault_ahead(sn_transport_t *t)
+{
+    return sn_store_prefault(t->store, 1) + sn_backlog_prefault(t->backlog, 1);
+}
+
 void sn_transport_write_end(sn_transport_t *self)
 {
     bool queued = self && tls_publish.t == self && tls_publish.queued;
@@ -720,17 +729,16 @@ void sn_transport_write_end(sn_transport_t *self)
     if (now - last >= INLINE_QUIET_NS && pthread_mutex_trylock(&self->turn) == 0) {
         /* the actor sleeps (or has not started, or has ended: no PUB) */
         bool up = self->pub != NULL;
-        if (up) {
-            count(&self->st.sent_by_writers, publish_local(self));
-            /* what the actor does before it sleeps, which it now will
-             * not do for this write: after the publish, so the delta
-             * does not wait for it */
-            sn_store_prefault(self->store, 1);
-            sn_backlog_prefault(self->backlog, 1);
-        }
-        pthread_mutex_unlock(&self->turn);
         if (up)
+            count(&self->st.sent_by_writers, publish_local(self));
+        pthread_mutex_unlock(&self->turn);
+        if (up) {
+            /* what the actor does before it sleeps, which it now will not
+             * do for this write: after the publish, so the delta does not
+             * wait for it, and without the turn (the slabs lock their own) */
+            prefault_ahead(self);
             return;
+        }
     }
     wake_actor(self);
 }
@@ -2224,12 +2232,8 @@ static void actor_fn(zsock_t *pipe, void *arg)
         for (size_t i = 0; i < SRC_DEALER + t->npeers; i++)
             if (t->check[i])
                 busy = true;
-        /* About to sleep: first fault in the pages the next sessions and
-         * backlog copies will take, a page per turn, so that neither a
-         * writer nor this thread applying a peer's delta pays for them on
-         * its way (a slab page costs tens of microseconds here). */
-        if (!busy && timeout > 0 &&
-            sn_store_prefault(t->store, 1) + sn_backlog_prefault(t->backlog, 1) > 0)
+        /* about to sleep: fault in what the next writes will take first */
+        if (!busy && timeout > 0 && prefault_ahead(t) > 0)
             busy = true;
         struct epoll_event ev[16];
         pthread_mutex_unlock(&t->turn);

@@ -196,18 +196,20 @@ SN_EXPORT uint64_t sn_node_id(const sn_node_t *node)
     return node ? node->cfg.node_id : 0;
 }
 
-/* Runs one store write with the options' write concern around it. */
+/* Runs one store write with the options' write concern (NULL: none) around
+ * it, and publishes what it queued (sn_transport_write_begin/_end). */
 #define WITH_CONCERN(node, options, call)                                          \
     do {                                                                           \
-        uint32_t acks_ = (options) ? (options)->acks : 0;                          \
+        const sn_write_t *o_ = (options);                                          \
+        uint32_t acks_ = o_ ? o_->acks : 0;                                        \
         if (acks_ && sn_transport_begin_acked((node)->transport, acks_))           \
             return SN_ENOMEM;                                                      \
         sn_transport_write_begin((node)->transport);                               \
         int rc_ = (call);                                                          \
         sn_transport_write_end((node)->transport);                                 \
         if (acks_) {                                                               \
-            uint32_t to_ = (options)->timeout_ms ? (options)->timeout_ms           \
-                                                 : (node)->cfg.write_timeout_ms;   \
+            uint32_t to_ = o_->timeout_ms ? o_->timeout_ms                         \
+                                          : (node)->cfg.write_timeout_ms;          \
             int wrc_ = sn_transport_end_acked((node)->transport, to_);             \
             if (rc_ == 0)                                                          \
                 rc_ = wrc_;                                                        \
@@ -220,10 +222,7 @@ SN_EXPORT int sn_node_create(sn_node_t *node, const void *id, size_t id_len,
 {
     if (!node)
         return SN_EINVAL;
-    sn_transport_write_begin(node->transport);
-    int rc = sn_store_create(node->store, id, id_len, max_inactive);
-    sn_transport_write_end(node->transport);
-    return rc;
+    WITH_CONCERN(node, NULL, sn_store_create(node->store, id, id_len, max_inactive));
 }
 
 SN_EXPORT int sn_node_put(sn_node_t *node, const void *id, size_t id_len, const void *name,
@@ -269,10 +268,7 @@ SN_EXPORT int sn_node_touch(sn_node_t *node, const void *id, size_t id_len,
 {
     if (!node)
         return SN_EINVAL;
-    sn_transport_write_begin(node->transport);
-    int rc = sn_store_touch(node->store, id, id_len, max_inactive);
-    sn_transport_write_end(node->transport);
-    return rc;
+    WITH_CONCERN(node, NULL, sn_store_touch(node->store, id, id_len, max_inactive));
 }
 
 SN_EXPORT int sn_node_exists(sn_node_t *node, const void *id, size_t id_len)
