@@ -155,6 +155,9 @@ int sn_mpack_read_bytes(sn_mpack_reader_t *r, bool str, uint32_t min, uint32_t m
     if (v == 0) {
         *data = sn_mpack_empty;
         copy = 0;
+    } else if (r->borrow && !str) {
+        *data = r->p;  /* a str is copied all the same: it gets its NUL */
+        copy = 0;
     } else if (r->bytes) {
         memcpy(r->bytes + r->nbytes, r->p, v);
         if (str)

@@ -38,6 +38,7 @@ typedef struct {
     uint8_t *bytes;     /* NULL while counting */
     size_t ndots;
     size_t nbytes;
+    bool borrow;        /* bin strings point into the input, uncopied */
 } sn_mpack_reader_t;
 
 /* What present zero-length byte strings point to: valid, and NUL-terminated,
@@ -70,7 +71,8 @@ int sn_mpack_expect_array(sn_mpack_reader_t *r, uint32_t n);
  * points *data at sn_mpack_empty and costs nothing in the block. Otherwise
  * the counting pass adds its length to nbytes (plus one for a str's NUL),
  * and the filling pass copies it there, NUL-terminates a str, and points
- * *data at the copy.
+ * *data at the copy. A bin read with r->borrow set costs nothing in the
+ * block either: *data points at it in the input.
  */
 int sn_mpack_read_bytes(sn_mpack_reader_t *r, bool str, uint32_t min, uint32_t max,
                         const uint8_t **data, uint32_t *n);

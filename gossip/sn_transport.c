@@ -1629,36 +1629,54 @@ static void on_fetch_req(sn_transport_t *t, zframe_t *identity, const sn_msg_t *
     }
 }
 
+/* What one merged state's result means here; 1 if it merged. */
+static uint32_t merged_one(sn_transport_t *t, const sn_wire_state_t *ws, int rc)
+{
+    if (rc == SN_APPLY_APPLIED)
+        changed(t, ws->id, ws->id_len);
+    if (rc >= 0)
+        return 1;
+    count_refusal(t, rc);
+    tlog(t, SN_LOG_WARN, "state of session %.*s refused: %s", (int) ws->id_len,
+         (const char *) ws->id, sn_strerror(rc));
+    /* a writer waiting for this session here learns it will not be */
+    for (size_t k = 0; k < t->nfetch_acks;) {
+        struct fetch_ack *fa = &t->fetch_acks[k];
+        if (fa->id_len == ws->id_len && memcmp(fa->id, ws->id, ws->id_len) == 0) {
+            send_ack(t, fa->origin, fa->pseq, rc);
+            t->fetch_acks[k] = t->fetch_acks[--t->nfetch_acks];
+        } else {
+            k++;
+        }
+    }
+    return 0;
+}
+
+/* Merges a reply's or a chunk's states, a batch at a time so that the
+ * store can fetch each one's bucket ahead of its merge. The states are
+ * read in place: `states` outlives the call. */
+#define MERGE_BATCH 64
 static uint32_t merge_states(sn_transport_t *t, const sn_msg_blob_t *states, uint32_t n)
 {
     uint32_t merged = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        sn_wire_state_t ws;
-        if (sn_wire_decode_state(states[i].bytes, states[i].len, &ws)) {
-            count(&t->st.bad_frames, 1);
-            continue;
-        }
-        int rc = sn_store_merge(t->store, ws.id, ws.id_len, &ws.state);
-        if (rc == SN_APPLY_APPLIED)
-            changed(t, ws.id, ws.id_len);
-        if (rc < 0) {
-            count_refusal(t, rc);
-            tlog(t, SN_LOG_WARN, "state of session %.*s refused: %s", (int) ws.id_len,
-                 (const char *) ws.id, sn_strerror(rc));
-            /* a writer waiting for this session here learns it will not be */
-            for (size_t k = 0; k < t->nfetch_acks;) {
-                struct fetch_ack *fa = &t->fetch_acks[k];
-                if (fa->id_len == ws.id_len && memcmp(fa->id, ws.id, ws.id_len) == 0) {
-                    send_ack(t, fa->origin, fa->pseq, rc);
-                    t->fetch_acks[k] = t->fetch_acks[--t->nfetch_acks];
-                } else {
-                    k++;
-                }
+    for (uint32_t base = 0; base < n; base += MERGE_BATCH) {
+        sn_wire_state_t ws[MERGE_BATCH];
+        sn_store_item_t items[MERGE_BATCH];
+        int rcs[MERGE_BATCH];
+        uint32_t k = 0;
+        for (uint32_t i = base; i < n && i < base + MERGE_BATCH; i++) {
+            if (sn_wire_view_state(states[i].bytes, states[i].len, &ws[k])) {
+                count(&t->st.bad_frames, 1);
+                continue;
             }
-        } else {
-            merged++;
+            items[k] = (sn_store_item_t){ws[k].id, ws[k].id_len, &ws[k].state};
+            k++;
         }
-        sn_wire_state_release(&ws);
+        sn_store_merge_many(t->store, items, k, rcs);
+        for (uint32_t j = 0; j < k; j++) {
+            merged += merged_one(t, &ws[j], rcs[j]);
+            sn_wire_state_release(&ws[j]);
+        }
     }
     return merged;
 }

@@ -293,12 +293,15 @@ static int sn_wire_read_state(sn_wire_reader_t *r, sn_wire_state_t *s)
 
 /* Allocates the block the counting pass sized and points the reader at it
  * for the filling pass. Dots first, attributes next (both 8-byte aligned),
- * byte strings last. The id is never empty, so the block never is. */
+ * byte strings last. The id is never empty, so a copying read's block never
+ * is. */
 static int sn_wire_alloc(sn_wire_reader_t *r, const void *buf, size_t len, void **mem)
 {
     size_t dots = r->m.ndots * sizeof(sn_dot_t);
     size_t attrs = r->nattrs * sizeof(sn_attr_t);
-    uint8_t *block = malloc(dots + attrs + r->m.nbytes);
+    /* a borrowing read may have nothing to put here: still a block, so
+     * that a decoded state always owns one */
+    uint8_t *block = malloc(dots + attrs + r->m.nbytes + (r->m.borrow ? 1 : 0));
     if (!block)
         return SN_ENOMEM;
     *r = (sn_wire_reader_t) {
@@ -307,6 +310,7 @@ static int sn_wire_alloc(sn_wire_reader_t *r, const void *buf, size_t len, void 
             .end = (const uint8_t *) buf + len,
             .dots = r->m.ndots ? (sn_dot_t *) block : NULL,
             .bytes = block + dots + attrs,
+            .borrow = r->m.borrow,
         },
         .attrs = r->nattrs ? (sn_attr_t *) (block + dots) : NULL,
     };
@@ -351,14 +355,14 @@ void sn_wire_delta_release(sn_wire_delta_t *msg)
     memset(msg, 0, sizeof *msg);
 }
 
-int sn_wire_decode_state(const void *buf, size_t len, sn_wire_state_t *out)
+static int decode_state(const void *buf, size_t len, bool borrow, sn_wire_state_t *out)
 {
     if (out)
         memset(out, 0, sizeof *out);
     int rc = sn_wire_check_input(buf, len, out);
     if (rc)
         return rc;
-    sn_wire_reader_t r = {.m = {.p = buf, .end = (const uint8_t *) buf + len}};
+    sn_wire_reader_t r = {.m = {.p = buf, .end = (const uint8_t *) buf + len, .borrow = borrow}};
     sn_wire_state_t s = {0};
     if ((rc = sn_wire_read_state(&r, &s)) || (rc = sn_wire_alloc(&r, buf, len, &out->mem)))
         return rc;
@@ -366,6 +370,16 @@ int sn_wire_decode_state(const void *buf, size_t len, sn_wire_state_t *out)
     assert(rc == 0);
     (void) rc;
     return 0;
+}
+
+int sn_wire_decode_state(const void *buf, size_t len, sn_wire_state_t *out)
+{
+    return decode_state(buf, len, false, out);
+}
+
+int sn_wire_view_state(const void *buf, size_t len, sn_wire_state_t *out)
+{
+    return decode_state(buf, len, true, out);
 }
 
 void sn_wire_state_release(sn_wire_state_t *msg)

@@ -123,6 +123,15 @@ typedef struct {
  */
 int sn_wire_decode_state(const void *buf, size_t len, sn_wire_state_t *out);
 
+/*
+ * sn_wire_view_state - sn_wire_decode_state without copying the id, names
+ * and values: they point into `buf`, so the state is valid only while
+ * `buf` is, and until sn_wire_state_release(). For a chunk of states
+ * merged as soon as they are read: a joiner otherwise copied every value
+ * twice, once here and once into its store.
+ */
+int sn_wire_view_state(const void *buf, size_t len, sn_wire_state_t *out);
+
 /* Frees what sn_wire_decode_state() allocated and zeroes *msg. Accepts NULL
  * and a zeroed message; releasing twice is harmless. */
 void sn_wire_state_release(sn_wire_state_t *msg);

@@ -1773,6 +1773,54 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
     return rc;
 }
 
+/* How many sessions ahead of its merge a session's bucket is fetched; its
+ * chain's first entry is fetched half as far ahead, once the bucket is in. */
+#define SN_MERGE_AHEAD 8
+
+static void prefetch_bucket(sn_store_t *self, const sn_store_item_t *it)
+{
+    if (!sn_id_valid(it->id, it->id_len))
+        return;  /* its merge refuses it */
+    uint64_t h = hash64(it->id, it->id_len, self->opt.hash_seed);
+    shard_t *sh = shard_of(self, h);
+    pthread_mutex_lock(&sh->lock);
+    __builtin_prefetch(&sh->buckets[(uint32_t) h & sh->mask]);
+    if (sh->old)
+        __builtin_prefetch(&sh->old[(uint32_t) h & sh->old_mask]);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+static void prefetch_chain(sn_store_t *self, const sn_store_item_t *it)
+{
+    if (!sn_id_valid(it->id, it->id_len))
+        return;
+    uint64_t h = hash64(it->id, it->id_len, self->opt.hash_seed);
+    shard_t *sh = shard_of(self, h);
+    pthread_mutex_lock(&sh->lock);
+    const sn_entry_t *e = sh->buckets[(uint32_t) h & sh->mask];
+    if (e)
+        __builtin_prefetch(e);
+    if (sh->old && (e = sh->old[(uint32_t) h & sh->old_mask]))
+        __builtin_prefetch(e);
+    pthread_mutex_unlock(&sh->lock);
+}
+
+void sn_store_merge_many(sn_store_t *self, const sn_store_item_t *items, size_t n, int *rc)
+{
+    if (!items || !rc)
+        return;
+    for (size_t i = 0; i < n + SN_MERGE_AHEAD; i++) {
+        if (self && i < n)
+            prefetch_bucket(self, &items[i]);
+        if (self && i >= SN_MERGE_AHEAD / 2 && i - SN_MERGE_AHEAD / 2 < n)
+            prefetch_chain(self, &items[i - SN_MERGE_AHEAD / 2]);
+        if (i >= SN_MERGE_AHEAD) {
+            const sn_store_item_t *it = &items[i - SN_MERGE_AHEAD];
+            rc[i - SN_MERGE_AHEAD] = sn_store_merge(self, it->id, it->id_len, it->st);
+        }
+    }
+}
+
 /* ------------------------------------------------- export, scan, digest */
 
 static int visit(sn_store_t *self, sn_entry_t *e, const sn_vv_t *gc, sn_state_fn fn, void *arg)
@@ -1811,6 +1859,29 @@ static uint32_t rev32(uint32_t v)
     return (v >> 16) | (v << 16);
 }
 
+/* The bucket after `v` in reversed-bit order; 0 once the table is done. */
+static uint32_t scan_next(uint32_t v, uint32_t mask)
+{
+    return rev32(rev32(v | ~mask) + 1);
+}
+
+/* A scan reads every session it passes, and the sessions sit in memory in
+ * no relation to bucket order: each would stall it on a cache miss for its
+ * bucket, one for its first line and more for its body. Those are asked for
+ * ahead: a bucket SCAN_AHEAD buckets before it is read, its first session
+ * half as far ahead, and that session's body the bucket before. */
+#define SCAN_AHEAD 4
+#define SCAN_BODY_LINES 16
+
+static void prefetch_body(const sn_entry_t *e)
+{
+    size_t len = sizeof *e + e->id_len + e->body_len;
+    if (len > SCAN_BODY_LINES * 64)
+        len = SCAN_BODY_LINES * 64;  /* past that the hardware keeps up */
+    for (size_t off = 64; off < len; off += 64)
+        __builtin_prefetch((const char *) e + off);
+}
+
 /* The bucket cursor advances in reversed-bit order (Redis's dictScan), so a
  * table that doubles between calls neither skips buckets nor revisits more
  * than the ones that split. */
@@ -1826,24 +1897,33 @@ int sn_store_scan(sn_store_t *self, uint64_t *cursor, size_t max_visits, sn_stat
         shard_t *sh = &self->shards[shard];
         pthread_mutex_lock(&sh->lock);
         rehash_finish(self, sh);
+        /* ahead[k] is the bucket k + 1 after v, or 0 past the end */
+        uint32_t ahead[SCAN_AHEAD];
+        uint32_t a = v;
+        for (int k = 0; k < SCAN_AHEAD; k++) {
+            a = k == 0 || a ? scan_next(a, sh->mask) : 0;  /* v = 0 starts the table */
+            ahead[k] = a;
+            if (a)
+                __builtin_prefetch(&sh->buckets[a & sh->mask]);
+        }
         do {
-            /* the sessions sit in memory in no relation to this order: ask
-             * for the next bucket's first one while this one's are read
-             * (a snapshot or digest page reads every session it passes) */
-            uint32_t ahead = rev32(rev32(v | ~sh->mask) + 1);
-            if (ahead) {
-                const sn_entry_t *n = sh->buckets[ahead & sh->mask];
-                if (n)
-                    __builtin_prefetch(n);
-            }
+            const sn_entry_t *n;
+            if (ahead[0] && (n = sh->buckets[ahead[0] & sh->mask]))
+                prefetch_body(n);
+            if (ahead[SCAN_AHEAD / 2 - 1] && (n = sh->buckets[ahead[SCAN_AHEAD / 2 - 1] & sh->mask]))
+                __builtin_prefetch(n);
             for (sn_entry_t *e = sh->buckets[v & sh->mask]; e; e = e->next) {
                 if (e->next)
                     __builtin_prefetch(e->next);
                 if (visit(self, e, &gc, fn, arg) == 0)
                     visits++;
             }
-            v |= ~sh->mask;
-            v = rev32(rev32(v) + 1);
+            v = ahead[0];
+            memmove(&ahead[0], &ahead[1], (SCAN_AHEAD - 1) * sizeof *ahead);
+            a = ahead[SCAN_AHEAD - 2];
+            ahead[SCAN_AHEAD - 1] = a ? scan_next(a, sh->mask) : 0;
+            if (ahead[SCAN_AHEAD - 1])
+                __builtin_prefetch(&sh->buckets[ahead[SCAN_AHEAD - 1] & sh->mask]);
         } while (v != 0 && visits < (max_visits ? max_visits : 1));
         pthread_mutex_unlock(&sh->lock);
         if (v == 0)

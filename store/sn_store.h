@@ -211,6 +211,20 @@ int sn_store_export(sn_store_t *self, const void *id, size_t id_len, sn_state_fn
  * garbage-collected) or a negative error. sn_store_export fills st->gc. */
 int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_state_t *st);
 
+/* One session of a batch for sn_store_merge_many. */
+typedef struct {
+    const void *id;
+    size_t id_len;
+    const sn_state_t *st;
+} sn_store_item_t;
+
+/* sn_store_merge for items[0..n) in order, rc[i] the result of items[i].
+ * The same results as n calls, faster for a large store: each session's
+ * bucket and chain are fetched into the cache a few sessions ahead of its
+ * merge instead of stalling it (a snapshot's sessions land in random
+ * buckets, and those lookups were a sixth of a joiner's time). */
+void sn_store_merge_many(sn_store_t *self, const sn_store_item_t *items, size_t n, int *rc);
+
 /* Resumable scan over every session and tombstone, for snapshots. Start with
  * *cursor = 0; each call visits whole buckets until at least `max_visits`
  * sessions were visited or the scan ended, and returns 1 if there is more,

@@ -88,7 +88,19 @@ static void fuzz_delta(const uint8_t *data, size_t size)
 static void fuzz_state(const uint8_t *data, size_t size)
 {
     sn_wire_state_t st;
-    if (sn_wire_decode_state(data, size, &st) != 0)
+    /* the view (what a joiner merges from) must agree with the copy */
+    int viewed = sn_wire_view_state(data, size, &st);
+    if (viewed == 0) {
+        uint8_t *out = NULL;
+        size_t out_len = 0;
+        int rc = sn_wire_encode_state(st.id, st.id_len, &st.state, &out, &out_len);
+        fuzz_same_bytes(data, size, rc, out, out_len, "viewed state re-encodes to its bytes");
+    }
+    sn_wire_state_release(&st);
+    int decoded = sn_wire_decode_state(data, size, &st);
+    if ((viewed == 0) != (decoded == 0))
+        fuzz_fail("the view and the copying decode disagree");
+    if (decoded != 0)
         return;
     uint8_t *out = NULL;
     size_t out_len = 0;

@@ -1341,6 +1341,92 @@ static void test_merge_is_idempotent_and_commutative(void **state)
     node_close(&d);
 }
 
+/* A batch merge gives, item by item, what one merge at a time gives: on
+ * sessions new to the store and already held, tombstones, a duplicate
+ * within the batch and an item with a bad id among good ones. */
+enum { MANY = 300 };
+typedef struct {
+    char ids[MANY + 2][16];
+    sn_state_t st[MANY + 2];
+    size_t n;
+} exported_t;
+
+static void export_all_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    exported_t *x = arg;
+    assert_true(x->n < MANY && id_len < sizeof x->ids[0]);
+    memcpy(x->ids[x->n], id, id_len);
+    x->ids[x->n][id_len] = 0;
+    state_copy(&x->st[x->n], st);
+    x->n++;
+}
+
+static void test_merge_many_gives_what_one_merge_at_a_time_gives(void **state)
+{
+    (void) state;
+    node_t a, b, one, many;
+    node_open(&a, 1);
+    node_open(&b, 2);
+    node_open(&one, 3);
+    node_prepare(&many);
+    sn_store_options_t o = node_options(&many, 4);
+    o.shards = 2;  /* long chains, and tables that double during the batch */
+    node_start(&many, &o);
+    char id[16];
+    for (int i = 0; i < MANY; i++) {
+        snprintf(id, sizeof id, "s%d", i);
+        assert_int_equal(put_s(a.store, id, "k", "from a"), 0);
+        if (i % 7 == 0)
+            assert_int_equal(sn_store_destroy_session(a.store, id, strlen(id)), 0);
+        if (i % 3 == 0)  /* held already, with a concurrent update */
+            assert_int_equal(put_s(b.store, id, "b", "from b"), 0);
+    }
+    for (int i = 0; i < MANY; i += 3) {
+        snprintf(id, sizeof id, "s%d", i);
+        assert_int_equal(repair(b.store, one.store, id), SN_APPLY_APPLIED);
+        assert_int_equal(repair(b.store, many.store, id), SN_APPLY_APPLIED);
+    }
+    exported_t *x = calloc(1, sizeof *x);
+    assert_non_null(x);
+    uint64_t cursor = 0;
+    while (sn_store_scan(a.store, &cursor, 50, export_all_cb, x) == 1)
+        ;
+    assert_int_equal(x->n, MANY);
+    state_copy(&x->st[x->n], &x->st[5]);  /* a duplicate, late in the batch */
+    strcpy(x->ids[x->n++], x->ids[5]);
+    state_copy(&x->st[x->n], &x->st[6]);  /* a bad id */
+    x->ids[x->n++][0] = 0;
+
+    sn_store_item_t items[MANY + 2];
+    int rc[MANY + 2], want[MANY + 2];
+    for (size_t i = 0; i < x->n; i++) {
+        items[i] = (sn_store_item_t){x->ids[i], strlen(x->ids[i]), &x->st[i]};
+        want[i] = sn_store_merge(one.store, items[i].id, items[i].id_len, items[i].st);
+        rc[i] = 12345;
+    }
+    sn_store_merge_many(many.store, items, x->n, rc);
+    assert_memory_equal(rc, want, x->n * sizeof *rc);
+    assert_int_equal(rc[MANY], SN_APPLY_DUPLICATE);
+    assert_int_equal(rc[MANY + 1], SN_EBADID);
+    for (int i = 0; i < MANY; i++) {
+        snprintf(id, sizeof id, "s%d", i);
+        assert_int_equal(digest_of(many.store, id), digest_of(one.store, id));
+        assert_int_equal(exists_s(many.store, id), i % 7 != 0);
+        if (i % 3 == 0 && i % 7 != 0)
+            assert_value(many.store, id, "b", "from b");
+    }
+    sn_store_merge_many(many.store, items, 0, rc);  /* nothing to do */
+    sn_store_merge_many(NULL, items, 1, rc);
+    assert_int_equal(rc[0], SN_EINVAL);
+    for (size_t i = 0; i < x->n; i++)
+        state_release(&x->st[i]);
+    free(x);
+    node_close(&a);
+    node_close(&b);
+    node_close(&one);
+    node_close(&many);
+}
+
 static void test_merge_of_a_tombstone_destroys_a_concurrent_session(void **state)
 {
     (void) state;
@@ -2226,6 +2312,7 @@ int main(void)
         cmocka_unit_test(test_destroy_wins_over_a_concurrent_put),
         cmocka_unit_test(test_put_after_seeing_a_destroy_recreates_the_session_everywhere),
         cmocka_unit_test(test_merge_is_idempotent_and_commutative),
+        cmocka_unit_test(test_merge_many_gives_what_one_merge_at_a_time_gives),
         cmocka_unit_test(test_merge_of_a_tombstone_destroys_a_concurrent_session),
         cmocka_unit_test(test_reads_within_one_touch_interval_emit_at_most_one_touch),
         cmocka_unit_test(test_touch_applied_elsewhere_postpones_expiry_there),

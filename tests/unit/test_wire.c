@@ -131,6 +131,20 @@ static void round_trip_state(const uint8_t *id, uint32_t id_len, const sn_state_
     uint8_t *copy = malloc(len);
     assert_non_null(copy);
     memcpy(copy, buf, len);
+    /* a view reads the same state and copies none of its byte strings */
+    sn_wire_state_t view;
+    assert_int_equal(sn_wire_view_state(copy, len, &view), 0);
+    assert_int_equal(view.id_len, id_len);
+    assert_true(view.id > copy && view.id + id_len <= copy + len);
+    assert_memory_equal(view.id, id, id_len);
+    assert_state_equal(st, &view.state);
+    for (uint32_t i = 0; i < view.state.nattrs; i++) {
+        const sn_attr_t *a = &view.state.attrs[i];
+        if (a->value_len)
+            assert_true(a->value > copy && a->value + a->value_len <= copy + len);
+    }
+    sn_wire_state_release(&view);
+    assert_null(view.mem);
     sn_wire_state_t msg;
     assert_int_equal(sn_wire_decode_state(copy, len, &msg), 0);
     memset(copy, 0xa5, len);
@@ -226,21 +240,29 @@ static int check_any_input(const uint8_t *buf, size_t len)
     }
     sn_wire_delta_release(&d);
 
-    sn_wire_state_t s;
-    rc = sn_wire_decode_state(buf, len, &s);
-    assert_true(rc == 0 || rc == SN_EPROTO);
-    if (rc == 0) {
-        uint8_t *again;
-        size_t again_len;
-        assert_int_equal(sn_wire_encode_state(s.id, s.id_len, &s.state, &again, &again_len), 0);
-        assert_int_equal(again_len, len);
-        assert_memory_equal(again, buf, len);
-        free(again);
-        decoded++;
-    } else {
-        assert_null(s.mem);
+    /* the view (what a joiner merges from) and the copy agree */
+    int viewed = 0;
+    for (int copying = 0; copying < 2; copying++) {
+        sn_wire_state_t s;
+        rc = copying ? sn_wire_decode_state(buf, len, &s) : sn_wire_view_state(buf, len, &s);
+        assert_true(rc == 0 || rc == SN_EPROTO);
+        if (copying)
+            assert_int_equal(rc, viewed);
+        viewed = rc;
+        if (rc == 0) {
+            uint8_t *again;
+            size_t again_len;
+            assert_int_equal(sn_wire_encode_state(s.id, s.id_len, &s.state, &again, &again_len),
+                             0);
+            assert_int_equal(again_len, len);
+            assert_memory_equal(again, buf, len);
+            free(again);
+            decoded += copying;
+        } else {
+            assert_null(s.mem);
+        }
+        sn_wire_state_release(&s);
     }
-    sn_wire_state_release(&s);
     return decoded;
 }
 
@@ -258,6 +280,8 @@ static void assert_state_rejected(const uint8_t *buf, size_t len, int expected)
     assert_int_equal(sn_wire_decode_state(buf, len, &msg), expected);
     assert_null(msg.mem);
     sn_wire_state_release(&msg);
+    assert_int_equal(sn_wire_view_state(buf, len, &msg), expected);
+    assert_null(msg.mem);
 }
 
 /* --------------------------------------------------------- round trips */
