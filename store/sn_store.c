@@ -1777,31 +1777,24 @@ int sn_store_merge(sn_store_t *self, const void *id, size_t id_len, const sn_sta
  * chain's first entry is fetched half as far ahead, once the bucket is in. */
 #define SN_MERGE_AHEAD 8
 
-static void prefetch_bucket(sn_store_t *self, const sn_store_item_t *it)
+/* Asks for the cache lines a merge of `it` will read: its bucket, or with
+ * `chain` (once the bucket is in) the chain's first entry. */
+static void prefetch_lookup(sn_store_t *self, const sn_store_item_t *it, bool chain)
 {
     if (!sn_id_valid(it->id, it->id_len))
         return;  /* its merge refuses it */
     uint64_t h = hash64(it->id, it->id_len, self->opt.hash_seed);
     shard_t *sh = shard_of(self, h);
     pthread_mutex_lock(&sh->lock);
-    __builtin_prefetch(&sh->buckets[(uint32_t) h & sh->mask]);
-    if (sh->old)
-        __builtin_prefetch(&sh->old[(uint32_t) h & sh->old_mask]);
-    pthread_mutex_unlock(&sh->lock);
-}
-
-static void prefetch_chain(sn_store_t *self, const sn_store_item_t *it)
-{
-    if (!sn_id_valid(it->id, it->id_len))
-        return;
-    uint64_t h = hash64(it->id, it->id_len, self->opt.hash_seed);
-    shard_t *sh = shard_of(self, h);
-    pthread_mutex_lock(&sh->lock);
-    const sn_entry_t *e = sh->buckets[(uint32_t) h & sh->mask];
-    if (e)
-        __builtin_prefetch(e);
-    if (sh->old && (e = sh->old[(uint32_t) h & sh->old_mask]))
-        __builtin_prefetch(e);
+    sn_entry_t **tables[2] = {sh->buckets, sh->old};
+    uint32_t masks[2] = {sh->mask, sh->old_mask};
+    for (int k = 0; k < 2 && tables[k]; k++) {
+        sn_entry_t **slot = &tables[k][(uint32_t) h & masks[k]];
+        if (!chain)
+            __builtin_prefetch(slot);
+        else if (*slot)
+            __builtin_prefetch(*slot);
+    }
     pthread_mutex_unlock(&sh->lock);
 }
 
@@ -1811,9 +1804,9 @@ void sn_store_merge_many(sn_store_t *self, const sn_store_item_t *items, size_t 
         return;
     for (size_t i = 0; i < n + SN_MERGE_AHEAD; i++) {
         if (self && i < n)
-            prefetch_bucket(self, &items[i]);
+            prefetch_lookup(self, &items[i], false);
         if (self && i >= SN_MERGE_AHEAD / 2 && i - SN_MERGE_AHEAD / 2 < n)
-            prefetch_chain(self, &items[i - SN_MERGE_AHEAD / 2]);
+            prefetch_lookup(self, &items[i - SN_MERGE_AHEAD / 2], true);
         if (i >= SN_MERGE_AHEAD) {
             const sn_store_item_t *it = &items[i - SN_MERGE_AHEAD];
             rc[i - SN_MERGE_AHEAD] = sn_store_merge(self, it->id, it->id_len, it->st);

@@ -154,6 +154,15 @@ static void node_open(node_t *n, uint64_t node_id)
     node_start(n, &o);
 }
 
+/* node_open with `shards` shards: fewer shards, longer chains. */
+static void node_open_shards(node_t *n, uint64_t node_id, uint32_t shards)
+{
+    node_prepare(n);
+    sn_store_options_t o = node_options(n, node_id);
+    o.shards = shards;
+    node_start(n, &o);
+}
+
 static void node_close(node_t *n)
 {
     sn_store_destroy(&n->store);
@@ -1368,10 +1377,7 @@ static void test_merge_many_gives_what_one_merge_at_a_time_gives(void **state)
     node_open(&a, 1);
     node_open(&b, 2);
     node_open(&one, 3);
-    node_prepare(&many);
-    sn_store_options_t o = node_options(&many, 4);
-    o.shards = 2;  /* long chains, and tables that double during the batch */
-    node_start(&many, &o);
+    node_open_shards(&many, 4, 2);  /* long chains, tables doubling during the batch */
     char id[16];
     for (int i = 0; i < MANY; i++) {
         snprintf(id, sizeof id, "s%d", i);
@@ -1854,10 +1860,7 @@ static void test_scan_visits_every_session_and_tombstone(void **state)
 {
     (void) state;
     node_t a;
-    node_prepare(&a);
-    sn_store_options_t o = node_options(&a, 1);
-    o.shards = 4;
-    node_start(&a, &o);
+    node_open_shards(&a, 1, 4);
     char id[32];
     for (int i = 0; i < 300; i++) {
         snprintf(id, sizeof id, "s%d", i);
@@ -1907,10 +1910,7 @@ static void test_sessions_stay_reachable_while_the_table_is_rehashed(void **stat
 {
     (void) state;
     node_t a;
-    node_prepare(&a);
-    sn_store_options_t o = node_options(&a, 1);
-    o.shards = 1;
-    node_start(&a, &o);
+    node_open_shards(&a, 1, 1);
     enum { N = 6000 };
     char id[32];
     uint8_t *destroyed = calloc(N, 1);
@@ -1958,10 +1958,7 @@ static void test_reserve_sizes_the_tables_ahead_and_keeps_every_session(void **s
 {
     (void) state;
     node_t a;
-    node_prepare(&a);
-    sn_store_options_t o = node_options(&a, 1);
-    o.shards = 4;
-    node_start(&a, &o);
+    node_open_shards(&a, 1, 4);
     char id[32];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "r%d", i);
@@ -1990,7 +1987,7 @@ static void test_reserve_sizes_the_tables_ahead_and_keeps_every_session(void **s
 
     node_t b;
     node_prepare(&b);
-    o = node_options(&b, 2);
+    sn_store_options_t o = node_options(&b, 2);
     o.shards = 4;
     o.memory_limit = 64u << 10;
     node_start(&b, &o);
@@ -2006,10 +2003,7 @@ static void test_scan_visits_every_session_while_the_table_grows(void **state)
 {
     (void) state;
     node_t a;
-    node_prepare(&a);
-    sn_store_options_t o = node_options(&a, 1);
-    o.shards = 1;
-    node_start(&a, &o);
+    node_open_shards(&a, 1, 1);
     char id[32];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "s%d", i);
