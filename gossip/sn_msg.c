@@ -44,12 +44,13 @@
 #define SN_MSG_HEAD_FIELDS 3
 #define SN_MSG_ENTRY_FIELDS 3    /* repair entry: pseq, flags, body */
 #define SN_MSG_DIGEST_FIELDS 3   /* digest entry: id, digest, version vector */
-#define SN_MSG_TYPE_MAX SN_MSG_DELTAS
+#define SN_MSG_TYPE_MAX SN_MSG_CONTROL_REP
+#define SN_MSG_BODY_MAX (SN_MSG_FRAME_MAX - 64)
 
 /* Fields after the head, per type. */
 static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_DELTA] = 3,
-    [SN_MSG_HEARTBEAT] = 6,
+    [SN_MSG_HEARTBEAT] = 7,
     [SN_MSG_REPAIR_REQ] = 3,
     [SN_MSG_REPAIR_REP] = 3,
     [SN_MSG_SNAP_REQ] = 2,
@@ -61,6 +62,9 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_FETCH_REP] = 1,
     [SN_MSG_ACK] = 3,
     [SN_MSG_DELTAS] = 1,
+    [SN_MSG_LEAVE] = 0,
+    [SN_MSG_CONTROL] = 2,
+    [SN_MSG_CONTROL_REP] = 2,
 };
 
 static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
@@ -77,6 +81,9 @@ static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_FETCH_REP] = "fetch_rep",
     [SN_MSG_ACK] = "ack",
     [SN_MSG_DELTAS] = "deltas",
+    [SN_MSG_LEAVE] = "leave",
+    [SN_MSG_CONTROL] = "control",
+    [SN_MSG_CONTROL_REP] = "control_rep",
 };
 
 const char *sn_msg_type_name(int type)
@@ -175,7 +182,19 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
     case SN_MSG_SNAP_CREDIT:
     case SN_MSG_DIGEST_REQ:
     case SN_MSG_ACK:
+    case SN_MSG_LEAVE:
         return 0;
+    case SN_MSG_CONTROL:
+        *raw = (uint64_t) m->u.control.command_len + m->u.control.arg_len;
+        return sn_msg_bytes_ok(m->u.control.command, m->u.control.command_len, 1,
+                               SN_MSG_STR_MAX) &&
+                       sn_msg_bytes_ok(m->u.control.arg, m->u.control.arg_len, 0,
+                                       SN_MSG_STR_MAX)
+                   ? 0 : SN_EINVAL;
+    case SN_MSG_CONTROL_REP:
+        *raw = m->u.control_rep.body_len;
+        return sn_msg_bytes_ok(m->u.control_rep.body, m->u.control_rep.body_len, 0,
+                               SN_MSG_BODY_MAX) ? 0 : SN_EINVAL;
     case SN_MSG_SNAP_CHUNK:
         if (!sn_msg_vv_ok(&m->u.snap_chunk.cut) ||
             (!m->u.snap_chunk.last && m->u.snap_chunk.cut.n))
@@ -235,6 +254,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         err |= sn_mpack_pack_str(pk, m->u.heartbeat.endpoint, m->u.heartbeat.endpoint_len);
         err |= sn_mpack_pack_str(pk, m->u.heartbeat.name, m->u.heartbeat.name_len);
         err |= sn_mpack_pack_vv(pk, &m->u.heartbeat.applied);
+        err |= msgpack_pack_uint64(pk, m->u.heartbeat.sessions);
         break;
     case SN_MSG_REPAIR_REQ:
         err |= msgpack_pack_uint64(pk, m->u.repair_req.origin);
@@ -288,6 +308,16 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         err |= msgpack_pack_uint64(pk, m->u.ack.origin);
         err |= msgpack_pack_uint64(pk, m->u.ack.pseq);
         err |= msgpack_pack_uint32(pk, m->u.ack.status);
+        break;
+    case SN_MSG_LEAVE:
+        break;
+    case SN_MSG_CONTROL:
+        err |= sn_mpack_pack_str(pk, m->u.control.command, m->u.control.command_len);
+        err |= sn_mpack_pack_bin(pk, m->u.control.arg, m->u.control.arg_len);
+        break;
+    case SN_MSG_CONTROL_REP:
+        err |= msgpack_pack_uint32(pk, m->u.control_rep.status);
+        err |= sn_mpack_pack_bin(pk, m->u.control_rep.body, m->u.control_rep.body_len);
         break;
     }
     return err;
@@ -441,7 +471,9 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
             (rc = sn_mpack_read_bytes(&r->m, true, 0, SN_MSG_STR_MAX, &m->u.heartbeat.name,
                                     &m->u.heartbeat.name_len)))
             return rc;
-        return sn_mpack_read_vv(&r->m, &m->u.heartbeat.applied);
+        if ((rc = sn_mpack_read_vv(&r->m, &m->u.heartbeat.applied)))
+            return rc;
+        return sn_mpack_read_uint(&r->m, &m->u.heartbeat.sessions);
     case SN_MSG_REPAIR_REQ:
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.repair_req.origin)) ||
             (rc = sn_mpack_read_uint(&r->m, &m->u.repair_req.from_pseq)) ||
@@ -501,6 +533,19 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
         if ((rc = sn_msg_read_entries(r, &m->u.deltas.n, &m->u.deltas.entries, true)))
             return rc;
         return m->u.deltas.n ? 0 : SN_EPROTO;
+    case SN_MSG_LEAVE:
+        return 0;
+    case SN_MSG_CONTROL:
+        if ((rc = sn_mpack_read_bytes(&r->m, true, 1, SN_MSG_STR_MAX, &m->u.control.command,
+                                      &m->u.control.command_len)))
+            return rc;
+        return sn_mpack_read_bytes(&r->m, false, 0, SN_MSG_STR_MAX, &m->u.control.arg,
+                                   &m->u.control.arg_len);
+    case SN_MSG_CONTROL_REP:
+        if ((rc = sn_mpack_read_uint32(&r->m, &m->u.control_rep.status)))
+            return rc;
+        return sn_mpack_read_bytes(&r->m, false, 0, SN_MSG_BODY_MAX, &m->u.control_rep.body,
+                                   &m->u.control_rep.body_len);
     }
     return SN_EPROTO;
 }

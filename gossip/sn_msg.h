@@ -60,6 +60,9 @@ typedef enum {
     SN_MSG_FETCH_REP = 11,   /* the states asked for that the sender holds */
     SN_MSG_ACK = 12,         /* the sender applied publish seq `pseq` of `origin` */
     SN_MSG_DELTAS = 13,      /* PUB: consecutive local writes in one frame */
+    SN_MSG_LEAVE = 14,       /* PUB and DEALER->ROUTER: the sender leaves on purpose */
+    SN_MSG_CONTROL = 15,     /* operator->ROUTER: a sessctl command */
+    SN_MSG_CONTROL_REP = 16, /* ROUTER->operator: its answer */
 } sn_msg_type_t;
 
 /* One published delta as a repair reply resends it, or as one of several
@@ -107,6 +110,7 @@ typedef struct {
             const uint8_t *name;     /* the sender's human-readable name, 0..255 bytes */
             uint32_t name_len;
             sn_vv_t applied;         /* per origin: the store dots the sender holds, up to */
+            uint64_t sessions;       /* alive sessions the sender holds (for member lists) */
         } heartbeat;
         /* SN_MSG_REPAIR_REQ */
         struct {
@@ -172,6 +176,22 @@ typedef struct {
             uint32_t n;              /* 1..SN_MSG_ITEMS_MAX */
             sn_msg_entry_t *entries; /* publish sequences p, p+1, ..., p+n-1, p >= 1 */
         } deltas;
+        /* SN_MSG_LEAVE has no fields. */
+        /* SN_MSG_CONTROL */
+        struct {
+            const uint8_t *command;  /* 1..SN_MSG_STR_MAX bytes: members, stats, session,
+                                        join, leave */
+            uint32_t command_len;
+            const uint8_t *arg;      /* 0..SN_MSG_STR_MAX bytes */
+            uint32_t arg_len;
+        } control;
+        /* SN_MSG_CONTROL_REP */
+        struct {
+            uint32_t status;         /* 0, or -(SN_E* code) */
+            const uint8_t *body;     /* status 0: one msgpack map; else an error message;
+                                        0..SN_MSG_FRAME_MAX - 64 bytes */
+            uint32_t body_len;
+        } control_rep;
     } u;
 } sn_msg_t;
 

@@ -157,6 +157,8 @@ typedef struct {
     uint64_t ann_pseq, ann_dots;  /* its last heartbeat: dots <= ann_dots are in pseqs <= ann_pseq */
     uint64_t applied_dots;      /* we hold every dot of it up to this */
     sn_vv_t their_applied;      /* what it says it holds of every origin */
+    uint64_t sessions;          /* alive sessions, as its last heartbeat said */
+    bool left;                  /* it said LEAVE; cleared when it comes back */
 } peer_t;
 
 typedef struct {
@@ -270,6 +272,8 @@ struct sn_transport {
     sn_tracker_t *tracker;
     uint64_t pseq;
     uint64_t incarnation;
+    bool leaving;               /* left the cluster: no more heartbeats */
+    uint32_t leave_linger_ms;
     snap_serve_t *serving;
     size_t nserving;
     enum { J_IDLE, J_WAITING, J_STREAMING } join_state;
@@ -587,6 +591,8 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
 
 static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
 {
+    if (p->left)
+        return SN_MEMBER_LEFT;
     if (!p->last_heard_ms)
         return SN_MEMBER_DEAD;
     uint64_t quiet = now - p->last_heard_ms;
@@ -1302,9 +1308,15 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
         sn_tracker_forget(t->tracker, p->node_id);
         p->ann_pseq = p->ann_dots = p->applied_dots = 0;
     }
+    if (p->left && (p->node_id != m->sender || p->incarnation != m->u.heartbeat.incarnation)) {
+        p->left = false;
+        tlog(t, SN_LOG_INFO, "peer %s is back (%016llx)", p->address,
+             (unsigned long long) m->sender);
+    }
     if (!p->last_heard_ms)
         tlog(t, SN_LOG_INFO, "peer %s is alive (%016llx)", p->address,
              (unsigned long long) m->sender);
+    p->sessions = m->u.heartbeat.sessions;
     p->node_id = m->sender;
     p->incarnation = m->u.heartbeat.incarnation;
     p->last_heard_ms = mono_ms();
@@ -1337,6 +1349,18 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
         join_tick(t, mono_ms());  /* a joiner asks as soon as it hears a peer */
 }
 
+static void on_leave(sn_transport_t *t, const sn_msg_t *m)
+{
+    pthread_mutex_lock(&t->mlock);
+    peer_t *p = peer_by_id(t, m->sender);
+    bool news = p && !p->left;
+    if (p)
+        p->left = true;
+    pthread_mutex_unlock(&t->mlock);
+    if (news)
+        tlog(t, SN_LOG_INFO, "peer %s (%s) left the cluster", p->address, p->name);
+}
+
 static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bool from_sub)
 {
     sn_msg_decoded_t dm;
@@ -1347,6 +1371,8 @@ static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bo
     const sn_msg_t *m = &dm.msg;
     if (m->type == SN_MSG_HEARTBEAT) {
         on_heartbeat(t, m);
+    } else if (m->type == SN_MSG_LEAVE) {
+        on_leave(t, m);
     } else if ((m->type == SN_MSG_DELTA || m->type == SN_MSG_DELTAS) &&
                m->sender != t->opt.node_id) {
         uint32_t n = m->type == SN_MSG_DELTAS ? m->u.deltas.n : 1;
@@ -2090,6 +2116,11 @@ static void heartbeat(sn_transport_t *t, peer_t *only)
     m.u.heartbeat.endpoint_len = (uint32_t) strlen(t->cluster);
     m.u.heartbeat.name = (const uint8_t *) t->name;
     m.u.heartbeat.name_len = (uint32_t) strlen(t->name);
+    if (t->leaving)
+        return;
+    sn_store_stats_t ss;
+    sn_store_stats(t->store, &ss);
+    m.u.heartbeat.sessions = ss.sessions;
     if (only) {
         send_msg(t, only->dealer, NULL, &m);
         return;
@@ -2097,6 +2128,296 @@ static void heartbeat(sn_transport_t *t, peer_t *only)
     send_msg(t, t->pub, NULL, &m);
     for (size_t i = 0; i < t->npeers; i++)
         send_msg(t, t->peers[i].dealer, NULL, &m);
+}
+
+/* ------------------------------------------------------------ leave, control */
+
+/* Publishes what is queued, then says LEAVE on PUB and to every peer, and
+ * stops the heartbeats. The sockets keep unsent frames for a while at
+ * close (linger) so that a process exiting right after still says it. */
+static void leave_now(sn_transport_t *t)
+{
+    if (t->leaving)
+        return;
+    while (publish_local(t) > 0) {
+    }
+    int linger = (int) (t->leave_linger_ms ? t->leave_linger_ms : 1000);
+    sn_msg_t m = {.type = SN_MSG_LEAVE, .sender = t->opt.node_id};
+    zsock_set_linger(t->pub, linger);
+    send_msg(t, t->pub, NULL, &m);
+    for (size_t i = 0; i < t->npeers; i++) {
+        zsock_set_linger(t->peers[i].dealer, linger);
+        send_msg(t, t->peers[i].dealer, NULL, &m);
+    }
+    t->leaving = true;
+    tlog(t, SN_LOG_INFO, "left the cluster");
+}
+
+static const char *state_name(int state)
+{
+    switch (state) {
+    case SN_MEMBER_ALIVE: return "alive";
+    case SN_MEMBER_SUSPECT: return "suspect";
+    case SN_MEMBER_LEFT: return "left";
+    default: return "dead";
+    }
+}
+
+/* msgpack helpers for control replies: keys are short ASCII strings. */
+static void pk_key(msgpack_packer *pk, const char *key)
+{
+    size_t n = strlen(key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, key, n);
+}
+
+static void pk_str(msgpack_packer *pk, const char *key, const void *v, size_t n)
+{
+    pk_key(pk, key);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, v, n);
+}
+
+static void pk_u64(msgpack_packer *pk, const char *key, uint64_t v)
+{
+    pk_key(pk, key);
+    msgpack_pack_uint64(pk, v);
+}
+
+static void pk_node_id(msgpack_packer *pk, const char *key, uint64_t id)
+{
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long) id);
+    pk_str(pk, key, hex, 16);
+}
+
+static void pk_vv(msgpack_packer *pk, const char *key, const sn_vv_t *vv)
+{
+    pk_key(pk, key);
+    msgpack_pack_map(pk, vv->n);
+    for (uint32_t i = 0; i < vv->n; i++) {
+        char hex[17];
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long) vv->dots[i].node);
+        msgpack_pack_str(pk, 16);
+        msgpack_pack_str_body(pk, hex, 16);
+        msgpack_pack_uint64(pk, vv->dots[i].counter);
+    }
+}
+
+/* An address as operators type it: tcp://HOST:PORT -> HOST:PORT. */
+static const char *plain_address(const char *a)
+{
+    return strncmp(a, "tcp://", 6) == 0 ? a + 6 : a;
+}
+
+static void control_members(sn_transport_t *t, msgpack_packer *pk)
+{
+    uint64_t now = mono_ms();
+    sn_store_stats_t ss;
+    sn_store_stats(t->store, &ss);
+    msgpack_pack_map(pk, 2);
+    pk_key(pk, "node");
+    msgpack_pack_map(pk, 5);
+    pk_str(pk, "name", t->name, strlen(t->name));
+    const char *me = plain_address(t->cluster);
+    pk_str(pk, "address", me, strlen(me));
+    pk_node_id(pk, "node_id", t->opt.node_id);
+    pk_str(pk, "state", t->leaving ? "left" : "self", t->leaving ? 4 : 4);
+    pk_u64(pk, "sessions", ss.sessions);
+    pk_key(pk, "members");
+    pthread_mutex_lock(&t->mlock);
+    msgpack_pack_array(pk, t->npeers);
+    for (size_t i = 0; i < t->npeers; i++) {
+        const peer_t *p = &t->peers[i];
+        const char *st = state_name(member_state(t, p, now));
+        const char *addr = plain_address(p->address);
+        msgpack_pack_map(pk, 7);
+        pk_str(pk, "name", p->name, strlen(p->name));
+        pk_str(pk, "address", addr, strlen(addr));
+        pk_node_id(pk, "node_id", p->node_id);
+        pk_str(pk, "state", st, strlen(st));
+        pk_key(pk, "last_heard_ms");
+        if (p->last_heard_ms)
+            msgpack_pack_uint64(pk, now - p->last_heard_ms);
+        else
+            msgpack_pack_nil(pk);
+        pk_u64(pk, "sessions", p->sessions);
+        pk_u64(pk, "lag", p->lag);
+    }
+    pthread_mutex_unlock(&t->mlock);
+}
+
+static void control_stats(sn_transport_t *t, msgpack_packer *pk)
+{
+    sn_node_stats_t s;
+    memset(&s, 0, sizeof s);
+    sn_transport_stats(t, &s);
+    sn_store_stats_t ss;
+    sn_store_stats(t->store, &ss);
+    size_t npeers;
+    pthread_mutex_lock(&t->mlock);
+    npeers = t->npeers;
+    pthread_mutex_unlock(&t->mlock);
+#define STATS_FIELDS(X)                                                                  \
+    X(deltas_sent) X(batches_sent) X(sent_by_writers) X(deltas_received) X(deltas_dropped) \
+    X(duplicates) X(gaps_detected) X(repairs_requested) X(repaired) X(full_fetches)        \
+    X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
+    X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
+    X(peers_alive)
+#define COUNT_(f) +1
+    msgpack_pack_map(pk, 12 STATS_FIELDS(COUNT_));
+#undef COUNT_
+#define PACK_(f) pk_u64(pk, #f, s.f);
+    STATS_FIELDS(PACK_)
+#undef PACK_
+#undef STATS_FIELDS
+    pk_str(pk, "name", t->name, strlen(t->name));
+    pk_node_id(pk, "node_id", t->opt.node_id);
+    pk_u64(pk, "peers", npeers);
+    pk_u64(pk, "sessions", ss.sessions);
+    pk_u64(pk, "tombstones", ss.tombstones);
+    pk_u64(pk, "bytes", ss.bytes);
+    pk_u64(pk, "evictions", ss.evictions);
+    pk_u64(pk, "expired", ss.expired);
+    pk_u64(pk, "writes", ss.writes);
+    pk_u64(pk, "full_errors", ss.full_errors);
+    pk_u64(pk, "publish_seq", t->pseq);
+    pk_u64(pk, "backlog_bytes", t->opt.backlog_bytes);
+}
+
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+}
+
+static void pack_session(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    msgpack_packer *pk = arg;
+    uint64_t now = realtime_ms();
+    uint64_t deadline = st->last_access_ms + (uint64_t) st->max_inactive * 1000u;
+    bool alive = st->has_meta && (st->max_inactive == 0 || deadline > now);
+    msgpack_pack_map(pk, 8);
+    pk_str(pk, "id", id, id_len);
+    pk_key(pk, "alive");
+    if (alive)
+        msgpack_pack_true(pk);
+    else
+        msgpack_pack_false(pk);
+    pk_u64(pk, "max_inactive", st->max_inactive);
+    pk_u64(pk, "last_access_ms", st->last_access_ms);
+    pk_key(pk, "expires_in_ms");
+    if (alive && st->max_inactive)
+        msgpack_pack_uint64(pk, deadline - now);
+    else
+        msgpack_pack_nil(pk);
+    pk_vv(pk, "version_vector", &st->vv);
+    pk_vv(pk, "destroy_vector", &st->dv);
+    pk_key(pk, "attributes");
+    msgpack_pack_array(pk, st->nattrs);
+    for (uint32_t i = 0; i < st->nattrs; i++) {
+        const sn_attr_t *a = &st->attrs[i];
+        msgpack_pack_map(pk, 7);
+        pk_str(pk, "name", a->name, a->name_len);
+        pk_u64(pk, "flags", a->flags);
+        pk_u64(pk, "size", a->value_len);
+        pk_key(pk, "value");
+        if (a->removed) {
+            msgpack_pack_nil(pk);
+        } else {
+            msgpack_pack_bin(pk, a->value_len);
+            msgpack_pack_bin_body(pk, a->value, a->value_len);
+        }
+        pk_u64(pk, "cas", a->stamp);
+        pk_node_id(pk, "origin", a->origin);
+        pk_key(pk, "removed");
+        if (a->removed)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+    }
+}
+
+static void control_reply(sn_transport_t *t, zframe_t *identity, int status, const void *body,
+                          size_t len)
+{
+    sn_msg_t r = {.type = SN_MSG_CONTROL_REP, .sender = t->opt.node_id};
+    r.u.control_rep.status = (uint32_t) -status;
+    r.u.control_rep.body = body;
+    r.u.control_rep.body_len = (uint32_t) len;
+    send_msg(t, t->router, identity, &r);
+}
+
+static void control_error(sn_transport_t *t, zframe_t *identity, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    control_reply(t, identity, status, msg, strlen(msg));
+}
+
+/* sessctl's commands. Answered here, in the actor, because every figure
+ * they show (members, sequences, lags) is the actor's own. */
+static void on_control(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
+{
+    char cmd[SN_MSG_STR_MAX + 1], arg[SN_MSG_STR_MAX + 1];
+    memcpy(cmd, m->u.control.command, m->u.control.command_len);
+    cmd[m->u.control.command_len] = 0;
+    memcpy(arg, m->u.control.arg, m->u.control.arg_len);
+    arg[m->u.control.arg_len] = 0;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    bool leave = false;
+    if (strcmp(cmd, "members") == 0) {
+        control_members(t, &pk);
+    } else if (strcmp(cmd, "stats") == 0) {
+        control_stats(t, &pk);
+    } else if (strcmp(cmd, "session") == 0) {
+        if (!sn_id_valid(arg, m->u.control.arg_len)) {
+            control_error(t, identity, SN_EBADID, "invalid session id");
+            goto out;
+        }
+        if (sn_store_export(t->store, arg, m->u.control.arg_len, pack_session, &pk)) {
+            control_error(t, identity, SN_ENOTFOUND, "no session %s on %s", arg, t->name);
+            goto out;
+        }
+    } else if (strcmp(cmd, "join") == 0) {
+        char address[ADDR_MAX], pub[ADDR_MAX], router[ADDR_MAX];
+        snprintf(address, sizeof address, "%s%s", strstr(arg, "://") ? "" : "tcp://", arg);
+        if (sn_transport_endpoints(address, pub, sizeof pub, router, sizeof router)) {
+            control_error(t, identity, SN_EINVAL, "bad address '%s' (want HOST:PORT)", arg);
+            goto out;
+        }
+        peer_t *p = peer_add(t, address);
+        if (!p) {
+            control_error(t, identity, SN_EADDR, "cannot add peer %s", arg);
+            goto out;
+        }
+        heartbeat(t, p);
+        msgpack_pack_map(&pk, 1);
+        pk_str(&pk, "joined", plain_address(address), strlen(plain_address(address)));
+    } else if (strcmp(cmd, "leave") == 0) {
+        leave_now(t);
+        leave = true;
+        msgpack_pack_map(&pk, 1);
+        pk_str(&pk, "left", t->name, strlen(t->name));
+    } else {
+        control_error(t, identity, SN_EINVAL, "unknown command '%s'", cmd);
+        goto out;
+    }
+    if (sb.size > SN_MSG_FRAME_MAX - 64)
+        control_error(t, identity, SN_ETOOBIG, "the answer is too large");
+    else
+        control_reply(t, identity, 0, sb.data, sb.size);
+    if (leave && t->opt.on_leave)
+        t->opt.on_leave(t->opt.on_leave_arg);
+out:
+    msgpack_sbuffer_destroy(&sb);
 }
 
 /* The on_* readers return true when they stopped at their quota with more
@@ -2123,6 +2444,8 @@ static bool on_router(sn_transport_t *t)
             case SN_MSG_DIGEST_REQ: on_digest_req(t, identity, m); break;
             case SN_MSG_FETCH_REQ: on_fetch_req(t, identity, m); break;
             case SN_MSG_ACK: on_ack(t, m); break;
+            case SN_MSG_LEAVE: on_leave(t, m); break;
+            case SN_MSG_CONTROL: on_control(t, identity, m); break;
             default: count(&t->st.bad_frames, 1); break;
             }
             sn_msg_release(&dm);
@@ -2174,11 +2497,15 @@ static bool on_sub(sn_transport_t *t)
 }
 
 /* Reads the actor pipe; false once the actor is told to end. */
-static bool on_pipe(zsock_t *pipe)
+static bool on_pipe(sn_transport_t *t, zsock_t *pipe)
 {
     while (zsock_events(pipe) & ZMQ_POLLIN) {
         char *cmd = zstr_recv(pipe);
         bool term = !cmd || strcmp(cmd, "$TERM") == 0;
+        if (cmd && strcmp(cmd, "LEAVE") == 0) {
+            leave_now(t);
+            zsock_signal(pipe, 0);
+        }
         zstr_free(&cmd);
         if (term)
             return false;
@@ -2265,7 +2592,7 @@ static void actor_fn(zsock_t *pipe, void *arg)
             t->check[ev[i].data.u32] = true;
         if (t->check[SRC_PIPE]) {
             t->check[SRC_PIPE] = false;
-            running = on_pipe(pipe);
+            running = on_pipe(t, pipe);
         }
         if (t->check[SRC_QUEUE]) {
             t->check[SRC_QUEUE] = false;
@@ -2560,9 +2887,20 @@ int sn_transport_members(sn_transport_t *t, sn_member_t *out, size_t max, size_t
         m->last_heard_ms = p->last_heard_ms;
         m->last_pseq = p->last_pseq;
         m->lag = p->lag;
+        m->sessions = p->sessions;
     }
     pthread_mutex_unlock(&t->mlock);
     if (count_out)
         *count_out = n;
     return 0;
+}
+
+int sn_transport_leave(sn_transport_t *self, uint32_t timeout_ms)
+{
+    if (!self || !self->actor)
+        return SN_ESTATE;
+    self->leave_linger_ms = timeout_ms ? timeout_ms : 1;
+    if (zstr_send(self->actor, "LEAVE") != 0)
+        return SN_ENOMEM;
+    return zsock_wait(self->actor) == 0 ? 0 : SN_ESTATE;
 }

@@ -34,6 +34,8 @@ typedef struct {
     double drop_rate;             /* test hook */
     sn_change_fn on_change;
     void *on_change_arg;
+    void (*on_leave)(void *arg);  /* after an operator's `leave` (actor thread) */
+    void *on_leave_arg;
     sn_log_fn log;
     void *log_arg;
     int log_level;
@@ -79,6 +81,11 @@ int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms);
 /* Counters and members, readable from any thread. */
 void sn_transport_stats(sn_transport_t *self, sn_node_stats_t *stats);
 int sn_transport_members(sn_transport_t *self, sn_member_t *out, size_t max, size_t *count);
+
+/* Tells the peers this node leaves on purpose (LEAVE on PUB and to each
+ * peer), after publishing what is queued; heartbeats stop. What is still
+ * unsent goes out at process exit within timeout_ms (socket linger). */
+int sn_transport_leave(sn_transport_t *self, uint32_t timeout_ms);
 
 /* Splits a cluster address into its PUB and ROUTER endpoints. */
 int sn_transport_endpoints(const char *cluster, char *pub, size_t pub_cap, char *router,

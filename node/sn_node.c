@@ -120,6 +120,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .drop_rate = node->cfg.test_drop_rate,
         .on_change = node->cfg.on_change,
         .on_change_arg = node->cfg.on_change_arg,
+        .on_leave = node->cfg.on_leave,
+        .on_leave_arg = node->cfg.on_leave_arg,
         .log = node->cfg.log,
         .log_arg = node->cfg.log_arg,
         .log_level = node->cfg.log_level,
@@ -310,4 +312,117 @@ SN_EXPORT int sn_node_members(sn_node_t *node, sn_member_t *out, size_t max, siz
     if (!node)
         return SN_EINVAL;
     return sn_transport_members(node->transport, out, max, count);
+}
+
+/* ------------------------------------------------------------------ items */
+
+SN_EXPORT int sn_node_item_store(sn_node_t *node, const void *id, size_t id_len,
+                                 const void *name, size_t name_len, sn_item_mode_t mode,
+                                 const void *value, size_t value_len, uint32_t flags,
+                                 int64_t max_inactive, uint64_t cas, uint64_t *cas_out,
+                                 const sn_write_t *options)
+{
+    if (!node)
+        return SN_EINVAL;
+    WITH_CONCERN(node, options,
+                 sn_store_item_store(node->store, id, id_len, name, name_len, mode, value,
+                                     value_len, flags, max_inactive, cas, cas_out));
+}
+
+SN_EXPORT int sn_node_item_get(sn_node_t *node, const void *id, size_t id_len,
+                               const void *name, size_t name_len, int64_t touch,
+                               sn_item_fn fn, void *arg)
+{
+    if (!node || !fn)
+        return SN_EINVAL;
+    if (touch >= 0) {
+        int rc = sn_node_touch(node, id, id_len, touch);
+        if (rc)
+            return rc;
+    }
+    return sn_store_item_get(node->store, id, id_len, name, name_len, fn, arg);
+}
+
+SN_EXPORT int sn_node_item_arith(sn_node_t *node, const void *id, size_t id_len,
+                                 const void *name, size_t name_len, int decr, uint64_t delta,
+                                 int create, uint64_t initial, int64_t max_inactive,
+                                 uint64_t *value_out, uint64_t *cas_out,
+                                 const sn_write_t *options)
+{
+    if (!node)
+        return SN_EINVAL;
+    WITH_CONCERN(node, options,
+                 sn_store_item_arith(node->store, id, id_len, name, name_len, decr != 0, delta,
+                                     create != 0, initial, max_inactive, value_out, cas_out));
+}
+
+typedef struct {
+    uint8_t (*ids)[SN_ID_MAX];
+    uint8_t *lens;
+    size_t n, cap;
+    bool failed;
+} id_list_t;
+
+static void collect_alive(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    id_list_t *l = arg;
+    if (!st->has_meta || l->failed)
+        return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 1024;
+        void *ids = realloc(l->ids, cap * sizeof *l->ids);
+        if (ids)
+            l->ids = ids;
+        void *lens = realloc(l->lens, cap);
+        if (lens)
+            l->lens = lens;
+        if (!ids || !lens) {
+            l->failed = true;
+            return;
+        }
+        l->cap = cap;
+    }
+    memcpy(l->ids[l->n], id, id_len);
+    l->lens[l->n++] = (uint8_t) id_len;
+}
+
+/* A scan may visit a session twice, and its callback runs with a shard
+ * locked, so the ids are gathered first and destroyed after, a chunk at a
+ * time; a second visit's destroy simply finds nothing alive. */
+SN_EXPORT int sn_node_flush(sn_node_t *node, uint64_t *count)
+{
+    if (!node)
+        return SN_EINVAL;
+    uint64_t destroyed = 0, cursor = 0;
+    id_list_t l = {0};
+    int more, rc = 0;
+    do {
+        l.n = 0;
+        more = sn_store_scan(node->store, &cursor, 4096, collect_alive, &l);
+        if (l.failed) {
+            rc = SN_ENOMEM;
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            sn_transport_write_begin(node->transport);
+            int r = sn_store_destroy_session(node->store, l.ids[i], l.lens[i]);
+            sn_transport_write_end(node->transport);
+            if (r == 0)
+                destroyed++;
+        }
+    } while (more > 0);
+    free(l.ids);
+    free(l.lens);
+    if (count)
+        *count = destroyed;
+    return rc;
+}
+
+SN_EXPORT int sn_node_leave(sn_node_t *node, uint32_t timeout_ms)
+{
+    if (!node)
+        return SN_EINVAL;
+    if (!node->started)
+        return SN_ESTATE;
+    return sn_transport_leave(node->transport, timeout_ms);
 }

@@ -600,8 +600,9 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
 {
     const uint8_t *p = body_meta(e);
     bool meta = get_varint(&p) != 0;
+    uint64_t meta_stamp = 0;
     if (meta) {
-        p += 8;
+        meta_stamp = get_u64(&p);
         get_varint(&p);
     }
     uint64_t nattrs = get_varint(&p);
@@ -609,10 +610,7 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
         uint32_t nl = (uint32_t) get_varint(&p);
         const uint8_t *nm = p;
         p += nl;
-        if (meta)
-            get_varint(&p);
-        else
-            p += 8;
+        uint64_t stamp = meta ? meta_stamp + unzigzag(get_varint(&p)) : get_u64(&p);
         get_varint(&p);
         uint32_t flags = (uint32_t) get_varint(&p);
         uint64_t vl = get_varint(&p);
@@ -624,6 +622,7 @@ static bool body_find_attr(const sn_entry_t *e, const uint8_t *name, uint32_t na
             out->value = p;
             out->value_len = vlen;
             out->flags = flags;
+            out->stamp = stamp;
             return true;
         }
         if (c > 0)
@@ -1124,7 +1123,10 @@ static sn_attr_t *find_attr(sn_state_t *st, const void *name, size_t name_len)
     return NULL;
 }
 
-enum { OP_CREATE, OP_PUT, OP_REMOVE, OP_DESTROY, OP_TOUCH_META };
+enum { OP_CREATE, OP_PUT, OP_REMOVE, OP_DESTROY, OP_TOUCH_META, OP_ITEM };
+
+/* Item modes past sn_item_mode_t's: memcached's incr and decr. */
+enum { ITEM_INCR = 100, ITEM_DECR = 101 };
 
 typedef struct {
     int op;
@@ -1135,7 +1137,123 @@ typedef struct {
     uint32_t flags;
     bool create;
     uint32_t max_inactive;
+    /* OP_ITEM */
+    int mode;                   /* sn_item_mode_t or ITEM_INCR/ITEM_DECR */
+    int64_t item_max_inactive;  /* -1: keep */
+    uint64_t cas;               /* SN_ITEM_CAS: the expected stamp */
+    uint64_t delta, initial;    /* incr/decr */
+    uint64_t *cas_out;
+    uint64_t *number_out;       /* incr/decr result */
 } write_t;
+
+/* memcached's rule for incr/decr: the whole value is decimal digits, at
+ * most 20 of them, below 2^64. */
+static bool parse_u64(const uint8_t *p, size_t n, uint64_t *out)
+{
+    if (n == 0 || n > 20)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        uint64_t d = (uint64_t) (p[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+static size_t format_u64(uint64_t v, char *buf)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* The checks and the new value of an item write, against the session as
+ * it is under the lock. Sets w->value/value_len/flags (the value may be
+ * *scratch, malloc'd, which the caller frees), and whether the write sets
+ * the session's meta. */
+static int item_prepare(sn_store_t *self, sn_state_t *st, bool alive_now, write_t *w,
+                        uint8_t **scratch, char *number, bool *meta)
+{
+    sn_attr_t *a = alive_now ? find_attr(st, w->name, w->name_len) : NULL;
+    bool exists = a && !a->removed;
+    *meta = w->item_max_inactive >= 0;
+    switch (w->mode) {
+    case SN_ITEM_SET:
+        return 0;
+    case SN_ITEM_ADD:
+        return exists ? SN_EEXISTS : 0;
+    case SN_ITEM_REPLACE:
+        return exists ? 0 : SN_ENOTFOUND;
+    case SN_ITEM_CAS:
+        if (!exists)
+            return SN_ENOTFOUND;
+        return a->stamp == w->cas ? 0 : SN_EEXISTS;
+    case SN_ITEM_APPEND:
+    case SN_ITEM_PREPEND: {
+        if (!exists)
+            return SN_ENOTFOUND;
+        *meta = false;
+        size_t total = (size_t) a->value_len + w->value_len;
+        if (total > self->opt.value_max)
+            return SN_ETOOBIG;
+        uint8_t *buf = malloc(total ? total : 1);
+        if (!buf)
+            return SN_ENOMEM;
+        const uint8_t *add = w->value;
+        if (w->mode == SN_ITEM_APPEND) {
+            memcpy(buf, a->value, a->value_len);
+            if (w->value_len)
+                memcpy(buf + a->value_len, add, w->value_len);
+        } else {
+            if (w->value_len)
+                memcpy(buf, add, w->value_len);
+            memcpy(buf + w->value_len, a->value, a->value_len);
+        }
+        *scratch = buf;
+        w->value = buf;
+        w->value_len = total;
+        w->flags = a->flags;
+        return 0;
+    }
+    case ITEM_INCR:
+    case ITEM_DECR: {
+        uint64_t v;
+        if (!exists) {
+            if (!w->create)
+                return SN_ENOTFOUND;
+            v = w->initial;
+            w->flags = 0;
+        } else {
+            if (!parse_u64(a->value, a->value_len, &v))
+                return SN_ENOTNUM;
+            if (w->mode == ITEM_INCR)
+                v += w->delta;   /* wraps at 2^64, as memcached's does */
+            else
+                v = v > w->delta ? v - w->delta : 0;
+            w->flags = a->flags;
+            *meta = false;
+        }
+        w->value = number;
+        w->value_len = format_u64(v, number);
+        if (w->number_out)
+            *w->number_out = v;
+        return 0;
+    }
+    default:
+        return SN_EINVAL;
+    }
+}
 
 
 /* Every local write: decode, change, reserve the new block, take the dot(s),
@@ -1147,12 +1265,15 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         return SN_EINVAL;
     if (!sn_id_valid(id, id_len))
         return SN_EBADID;
-    if ((w->op == OP_PUT || w->op == OP_REMOVE) &&
+    bool puts = w->op == OP_PUT || w->op == OP_ITEM;
+    if ((puts || w->op == OP_REMOVE) &&
         (w->name_len > SN_NAME_MAX || (w->name_len && !w->name)))
         return SN_EBADNAME;
-    if (w->op == OP_PUT && w->value_len > self->opt.value_max)
+    if (puts && w->value_len > self->opt.value_max)
         return SN_ETOOBIG;
-    if (w->op == OP_PUT && w->value_len && !w->value)
+    if (puts && w->value_len && !w->value)
+        return SN_EINVAL;
+    if (w->op == OP_ITEM && w->item_max_inactive > (int64_t) UINT32_MAX)
         return SN_EINVAL;
 
     uint64_t now = now_ms(self);
@@ -1182,7 +1303,31 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
 
     bool alive = e && e->alive;
     bool expired = e && entry_expired(e, now);
-    bool creating = (w->op == OP_CREATE || (w->op == OP_PUT && w->create)) && (!alive || expired);
+    bool may_create = w->op == OP_CREATE || (w->op == OP_PUT && w->create) ||
+                      (w->op == OP_ITEM && (w->mode == SN_ITEM_SET || w->mode == SN_ITEM_ADD ||
+                                            ((w->mode == ITEM_INCR || w->mode == ITEM_DECR) &&
+                                             w->create)));
+    bool creating = may_create && (!alive || expired);
+    /* An item write computes its value here, under the lock, from the
+     * session as it is: that is what makes add, cas and incr atomic. */
+    write_t iw;
+    uint8_t *scratch = NULL;
+    char number[20];
+    bool item_meta = false;
+    if (w->op == OP_ITEM) {
+        iw = *w;
+        w = &iw;
+        rc = item_prepare(self, &st, alive && !expired, &iw, &scratch, number, &item_meta);
+        if (rc == 0 && iw.value_len > self->opt.value_max)
+            rc = SN_ETOOBIG;
+        if (rc)
+            goto out;
+    }
+    bool sets_meta = creating || w->op == OP_TOUCH_META || item_meta;
+    uint32_t new_max_inactive = w->op == OP_ITEM
+        ? (w->item_max_inactive >= 0 ? (uint32_t) w->item_max_inactive
+                                     : (creating ? 0 : st.max_inactive))
+        : w->max_inactive;
     /* An expired session is replaced, not revived: destroy it first so that
      * replicas still holding it drop its attributes too. */
     bool destroying = w->op == OP_DESTROY || (creating && alive && expired);
@@ -1224,15 +1369,15 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
     sn_attr_t attr = {0};
     if (writing) {
         place_dot(&st.vv, (sn_dot_t){me, provisional});
-        if (creating || w->op == OP_TOUCH_META)
-            set_meta(self, &st, w->max_inactive);
-        if (w->op == OP_PUT || w->op == OP_REMOVE) {
+        if (sets_meta)
+            set_meta(self, &st, new_max_inactive);
+        if (w->op == OP_PUT || w->op == OP_REMOVE || w->op == OP_ITEM) {
             sn_attr_t *old = find_attr(&st, w->name, w->name_len);
             attr.name = w->name_len ? w->name : (const uint8_t *) "";
             attr.name_len = (uint32_t) w->name_len;
             attr.stamp = hlc_next(self, old ? old->stamp : 0);
             attr.origin = me;
-            if (w->op == OP_PUT) {
+            if (w->op != OP_REMOVE) {
                 attr.value = w->value_len ? w->value : (const uint8_t *) "";
                 attr.value_len = (uint32_t) w->value_len;
                 attr.flags = w->flags;
@@ -1271,12 +1416,12 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         place_dot(&st.vv, dw.dot);
         dw.st.vv = ctx1;
         dw.st.dv = st.dv;
-        dw.st.has_meta = creating || w->op == OP_TOUCH_META;
+        dw.st.has_meta = sets_meta;
         dw.st.max_inactive = st.max_inactive;
         dw.st.meta_stamp = st.meta_stamp;
         dw.st.meta_origin = st.meta_origin;
         dw.st.last_access_ms = st.last_access_ms;
-        dw.st.nattrs = (w->op == OP_PUT || w->op == OP_REMOVE) ? 1 : 0;
+        dw.st.nattrs = (w->op == OP_PUT || w->op == OP_REMOVE || w->op == OP_ITEM) ? 1 : 0;
         dw.st.attrs = &attr;
     }
     /* Other writers may have taken dots meanwhile, and a counter's varint
@@ -1301,6 +1446,8 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         }
     }
     commit_block(self, sh, l.h, id, id_len, &st, block, reserved);
+    if (w->op == OP_ITEM && w->cas_out)
+        *w->cas_out = attr.stamp;
     if (destroying) {
         sh->stats.writes++;
         emit(self, &dd);
@@ -1310,6 +1457,7 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         emit(self, &dw);
     }
 out:
+    free(scratch);
     free(dw_gc);
     free(ctx0_dots);
     state_free(&st);
@@ -1330,6 +1478,31 @@ int sn_store_put(sn_store_t *self, const void *id, size_t id_len, const void *na
     write_t w = {.op = OP_PUT, .name = name, .name_len = name_len, .value = value,
                  .value_len = value_len, .flags = flags, .create = create,
                  .max_inactive = max_inactive};
+    return local_write(self, id, id_len, &w);
+}
+
+int sn_store_item_store(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                        size_t name_len, sn_item_mode_t mode, const void *value,
+                        size_t value_len, uint32_t flags, int64_t max_inactive, uint64_t cas,
+                        uint64_t *cas_out)
+{
+    if ((unsigned) mode > SN_ITEM_CAS)
+        return SN_EINVAL;
+    write_t w = {.op = OP_ITEM, .name = name, .name_len = name_len, .value = value,
+                 .value_len = value_len, .flags = flags, .mode = (int) mode,
+                 .item_max_inactive = max_inactive, .cas = cas, .cas_out = cas_out};
+    return local_write(self, id, id_len, &w);
+}
+
+int sn_store_item_arith(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                        size_t name_len, bool decr, uint64_t delta, bool create,
+                        uint64_t initial, int64_t max_inactive, uint64_t *value_out,
+                        uint64_t *cas_out)
+{
+    write_t w = {.op = OP_ITEM, .name = name, .name_len = name_len,
+                 .mode = decr ? ITEM_DECR : ITEM_INCR, .create = create, .delta = delta,
+                 .initial = initial, .item_max_inactive = create ? max_inactive : -1,
+                 .cas_out = cas_out, .number_out = value_out};
     return local_write(self, id, id_len, &w);
 }
 
@@ -1398,7 +1571,7 @@ static void count_expired(sn_store_t *self, lookup_t *l)
 
 static int read_attr(sn_store_t *self, const void *id, size_t id_len, const void *name,
                      size_t name_len, void *buf, size_t cap, void **heap, size_t *value_len,
-                     uint32_t *flags)
+                     uint32_t *flags, sn_item_fn fn, void *fn_arg)
 {
     if (!self)
         return SN_EINVAL;
@@ -1417,7 +1590,12 @@ static int read_attr(sn_store_t *self, const void *id, size_t id_len, const void
         count_expired(self, &l);
     } else if (body_find_attr(e, name, (uint32_t) name_len, &a)) {
         rc = 0;
-        if (heap) {
+        if (fn) {
+            sn_item_t it = {.value = a.value, .value_len = a.value_len, .flags = a.flags,
+                            .cas = a.stamp, .max_inactive = body_max_inactive(e),
+                            .last_access_ms = e->last_access_ms};
+            fn(&it, fn_arg);
+        } else if (heap) {
             *heap = malloc(a.value_len ? a.value_len : 1);
             if (!*heap)
                 rc = SN_ENOMEM;
@@ -1447,7 +1625,16 @@ int sn_store_get(sn_store_t *self, const void *id, size_t id_len, const void *na
 {
     if (cap && !buf)
         return SN_EINVAL;
-    return read_attr(self, id, id_len, name, name_len, buf, cap, NULL, value_len, flags);
+    return read_attr(self, id, id_len, name, name_len, buf, cap, NULL, value_len, flags, NULL,
+                     NULL);
+}
+
+int sn_store_item_get(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                      size_t name_len, sn_item_fn fn, void *arg)
+{
+    if (!fn)
+        return SN_EINVAL;
+    return read_attr(self, id, id_len, name, name_len, NULL, 0, NULL, NULL, NULL, fn, arg);
 }
 
 int sn_store_get_alloc(sn_store_t *self, const void *id, size_t id_len, const void *name,
@@ -1456,7 +1643,8 @@ int sn_store_get_alloc(sn_store_t *self, const void *id, size_t id_len, const vo
     if (!value)
         return SN_EINVAL;
     *value = NULL;
-    return read_attr(self, id, id_len, name, name_len, NULL, 0, value, value_len, flags);
+    return read_attr(self, id, id_len, name, name_len, NULL, 0, value, value_len, flags, NULL,
+                     NULL);
 }
 
 bool sn_store_exists(sn_store_t *self, const void *id, size_t id_len)

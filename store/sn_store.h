@@ -182,6 +182,23 @@ int sn_store_get(sn_store_t *self, const void *id, size_t id_len, const void *na
 int sn_store_get_alloc(sn_store_t *self, const void *id, size_t id_len, const void *name,
                        size_t name_len, void **value, size_t *value_len, uint32_t *flags);
 
+/* memcached-style item operations (sessnode.h, "Items"): an item is one
+ * attribute; its CAS unique is the attribute's stamp. The checks (add,
+ * replace, cas, incr's number) and the write happen under the session's
+ * lock, so they are atomic on this store. max_inactive -1 keeps the
+ * session's. */
+int sn_store_item_store(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                        size_t name_len, sn_item_mode_t mode, const void *value,
+                        size_t value_len, uint32_t flags, int64_t max_inactive, uint64_t cas,
+                        uint64_t *cas_out);
+int sn_store_item_arith(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                        size_t name_len, bool decr, uint64_t delta, bool create,
+                        uint64_t initial, int64_t max_inactive, uint64_t *value_out,
+                        uint64_t *cas_out);
+/* Calls fn once with the item, the session locked; an access. */
+int sn_store_item_get(sn_store_t *self, const void *id, size_t id_len, const void *name,
+                      size_t name_len, sn_item_fn fn, void *arg);
+
 /* Removes one attribute. SN_ENOTFOUND if the session or attribute is missing. */
 int sn_store_remove(sn_store_t *self, const void *id, size_t id_len,
                     const void *name, size_t name_len);

@@ -59,7 +59,8 @@ extern "C" {
     X(ESTATE,  -12, "not allowed in this state")          \
     X(EADDR,   -13, "cannot bind or connect the endpoint") \
     X(EREFUSED,-14, "a peer could not apply the write") \
-    X(EBUSY,   -15, "replication queue full")
+    X(EBUSY,   -15, "replication queue full")             \
+    X(ENOTNUM, -16, "value is not a decimal number")
 
 enum sn_errno {
 #define SN_ERRNO_ENUM_(name, value, msg) SN_##name = (value),
@@ -161,6 +162,11 @@ typedef struct {
     int log_level;              /* highest level passed to `log`; default SN_LOG_INFO */
     sn_change_fn on_change;     /* NULL: no notification */
     void *on_change_arg;
+    /* Called once from the replication thread after an operator told this
+     * node to leave the cluster (`sessctl leave`): the node has said so to
+     * its peers; the application should now shut down. NULL: ignored. */
+    void (*on_leave)(void *arg);
+    void *on_leave_arg;
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
 } sn_config_t;
 
@@ -275,7 +281,7 @@ typedef struct {
 
 SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);
 
-enum { SN_MEMBER_ALIVE = 0, SN_MEMBER_SUSPECT = 1, SN_MEMBER_DEAD = 2 };
+enum { SN_MEMBER_ALIVE = 0, SN_MEMBER_SUSPECT = 1, SN_MEMBER_DEAD = 2, SN_MEMBER_LEFT = 3 };
 
 typedef struct {
     uint64_t node_id;           /* 0 until the peer has been heard */
@@ -285,6 +291,7 @@ typedef struct {
     uint64_t last_heard_ms;     /* 0 = never */
     uint64_t last_pseq;         /* its last published sequence we know of */
     uint64_t lag;               /* how many of those we have not received yet */
+    uint64_t sessions;          /* alive sessions it holds, per its last heartbeat */
 } sn_member_t;
 
 /* Copies up to `max` peers into `out`; *count gets how many there are.
@@ -293,6 +300,108 @@ SN_EXPORT int sn_node_members(sn_node_t *node, sn_member_t *out, size_t max, siz
 
 /* This node's id (the configured or the drawn one). */
 SN_EXPORT uint64_t sn_node_id(const sn_node_t *node);
+
+
+/* ------------------------------------------------------------------------ */
+/* Items: memcached-style operations on one attribute                      */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * An item is one attribute of a session seen the way a memcached client
+ * sees a key: a value, a flags word and a CAS unique. The memcached front
+ * stores a whole value as the attribute with the empty name (name_len 0)
+ * of the session named by the key; embedders may use any attribute.
+ *
+ * The CAS unique of an item is the hybrid-logical-clock stamp of its last
+ * write. It is replicated with the value, so a `gets` on one node and a
+ * `cas` on another agree once the write has reached both. A CAS (and an
+ * incr/decr) is checked against this node's copy only: two nodes may both
+ * accept a CAS of the same unique at the same moment, and the write with
+ * the later stamp then wins everywhere (last writer wins, as for any two
+ * concurrent writes of one attribute).
+ *
+ * Expiry: max_inactive is an inactivity timeout (seconds, 0 = never): every
+ * read extends it, as a session store wants. -1 keeps the session's
+ * current one (a new session then gets 0).
+ */
+typedef enum {
+    SN_ITEM_SET = 0,      /* store; creates the session if needed */
+    SN_ITEM_ADD = 1,      /* only if the item is missing, else SN_EEXISTS */
+    SN_ITEM_REPLACE = 2,  /* only if the item exists, else SN_ENOTFOUND */
+    SN_ITEM_APPEND = 3,   /* value += data; flags kept; SN_ENOTFOUND if missing */
+    SN_ITEM_PREPEND = 4,  /* value = data + value; likewise */
+    SN_ITEM_CAS = 5,      /* only if the item's CAS unique is `cas`: SN_EEXISTS if
+                             it differs, SN_ENOTFOUND if the item is missing */
+} sn_item_mode_t;
+
+/* An item as a read sees it; pointers valid during the callback only. */
+typedef struct {
+    const void *value;
+    size_t value_len;
+    uint32_t flags;
+    uint64_t cas;               /* != 0 */
+    uint32_t max_inactive;      /* seconds; 0 = never expires */
+    uint64_t last_access_ms;    /* before this read */
+} sn_item_t;
+
+/* Runs with the session locked: copy what is needed, return quickly, and
+ * do not call into the node. */
+typedef void (*sn_item_fn)(const sn_item_t *item, void *arg);
+
+/*
+ * sn_node_item_store - one memcached storage command, atomic on this node.
+ * Sets *cas_out (may be NULL) to the item's new CAS unique. options may be
+ * NULL; only its acks and timeout_ms are used (create, max_inactive and
+ * flags come from the arguments). An APPEND/PREPEND whose result passes
+ * value_max is SN_ETOOBIG. Errors as for sn_node_put.
+ */
+SN_EXPORT int sn_node_item_store(sn_node_t *node, const void *id, size_t id_len,
+                                 const void *name, size_t name_len, sn_item_mode_t mode,
+                                 const void *value, size_t value_len, uint32_t flags,
+                                 int64_t max_inactive, uint64_t cas, uint64_t *cas_out,
+                                 const sn_write_t *options);
+
+/*
+ * sn_node_item_get - reads an item and calls fn(item, arg) once, with the
+ * session locked. A read counts as an access. touch >= 0 first sets the
+ * session's max_inactive to `touch` (memcached's gat/touch: a replicated
+ * write). SN_ENOTFOUND (fn not called) if the session or the attribute is
+ * missing, destroyed or expired.
+ */
+SN_EXPORT int sn_node_item_get(sn_node_t *node, const void *id, size_t id_len,
+                               const void *name, size_t name_len, int64_t touch,
+                               sn_item_fn fn, void *arg);
+
+/*
+ * sn_node_item_arith - memcached's incr/decr: the value must be a decimal
+ * number of at most 20 digits below 2^64 (SN_ENOTNUM otherwise). incr
+ * wraps at 2^64, decr stops at 0. A missing item is SN_ENOTFOUND unless
+ * `create`, which stores `initial` as the value (with max_inactive, flags
+ * 0) instead of applying delta. *value_out and *cas_out (either may be
+ * NULL) get the result. Flags and expiry of an existing item are kept.
+ */
+SN_EXPORT int sn_node_item_arith(sn_node_t *node, const void *id, size_t id_len,
+                                 const void *name, size_t name_len, int decr, uint64_t delta,
+                                 int create, uint64_t initial, int64_t max_inactive,
+                                 uint64_t *value_out, uint64_t *cas_out,
+                                 const sn_write_t *options);
+
+/*
+ * sn_node_flush - memcached's flush_all: destroys every session this node
+ * holds alive, each as a replicated destroy, so every peer drops them and no
+ * repair brings them back (invalidation wins). A session created on another
+ * node and not yet received here is not touched. *count (may be NULL) gets
+ * the number destroyed.
+ */
+SN_EXPORT int sn_node_flush(sn_node_t *node, uint64_t *count);
+
+/*
+ * sn_node_leave - tells the peers this node is leaving on purpose (they list
+ * it as SN_MEMBER_LEFT at once instead of suspecting it), after publishing
+ * every write still queued. Call before sn_node_destroy on a graceful
+ * shutdown; the node keeps serving reads until destroyed.
+ */
+SN_EXPORT int sn_node_leave(sn_node_t *node, uint32_t timeout_ms);
 
 #ifdef __cplusplus
 }

@@ -269,6 +269,19 @@ int main(int argc, char **argv)
     uint8_t *f_ack = put_msg("msg-ack", &m, &len);
     size_t l_ack = len;
 
+    m = (sn_msg_t) {.type = SN_MSG_LEAVE, .sender = 9};
+    free(put_msg("msg-leave", &m, NULL));
+    m = (sn_msg_t) {.type = SN_MSG_CONTROL};
+    m.u.control.command = (const uint8_t *) "session";
+    m.u.control.command_len = 7;
+    m.u.control.arg = (const uint8_t *) "sess:42";
+    m.u.control.arg_len = 7;
+    free(put_msg("msg-control", &m, NULL));
+    m = (sn_msg_t) {.type = SN_MSG_CONTROL_REP, .sender = 9};
+    m.u.control_rep.body = (const uint8_t *) "\x81\xa4name\xa6node-2";
+    m.u.control_rep.body_len = 12;
+    free(put_msg("msg-control-rep", &m, NULL));
+
     /* ---- bad frames, each derived from a valid one where it can be */
     put("bad-empty", "", 0);
     put("bad-msg-delta-truncated", f_delta, l_fdelta - 1);
@@ -282,7 +295,7 @@ int main(int argc, char **argv)
     put_patched("bad-msg-version-2", f_ack, l_ack, 1, 0x02);
     put_patched("bad-msg-version-0", f_ack, l_ack, 1, 0x00);
     put_patched("bad-msg-type-0", f_ack, l_ack, 2, 0x00);
-    put_patched("bad-msg-type-14", f_ack, l_ack, 2, 0x0e);
+    put_patched("bad-msg-type-17", f_ack, l_ack, 2, 0x11);
     /* an ack's fields under a snapshot request's type: the count is wrong */
     put_patched("bad-msg-ack-as-snap-req", f_ack, l_ack, 2, SN_MSG_SNAP_REQ);
     put_patched("bad-msg-field-count", f_rreq, l_rreq, 0, 0x95);

@@ -29,7 +29,7 @@
 #include "sn_msg.h"
 
 /* The highest message type; types run 1..LAST_TYPE. */
-#define LAST_TYPE SN_MSG_DELTAS
+#define LAST_TYPE SN_MSG_CONTROL_REP
 #include "sn_store.h"
 #include "sn_wire.h"
 
@@ -145,6 +145,20 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
         assert_int_equal(b->u.heartbeat.endpoint[b->u.heartbeat.endpoint_len], 0);
         assert_int_equal(b->u.heartbeat.name[b->u.heartbeat.name_len], 0);
         assert_vv_equal(&a->u.heartbeat.applied, &b->u.heartbeat.applied);
+        assert_true(a->u.heartbeat.sessions == b->u.heartbeat.sessions);
+        break;
+    case SN_MSG_LEAVE:
+        break;
+    case SN_MSG_CONTROL:
+        assert_bytes_equal(a->u.control.command, a->u.control.command_len,
+                           b->u.control.command, b->u.control.command_len);
+        assert_bytes_equal(a->u.control.arg, a->u.control.arg_len, b->u.control.arg,
+                           b->u.control.arg_len);
+        break;
+    case SN_MSG_CONTROL_REP:
+        assert_int_equal(a->u.control_rep.status, b->u.control_rep.status);
+        assert_bytes_equal(a->u.control_rep.body, a->u.control_rep.body_len,
+                           b->u.control_rep.body, b->u.control_rep.body_len);
         break;
     case SN_MSG_REPAIR_REQ:
         assert_true(a->u.repair_req.origin == b->u.repair_req.origin);
@@ -336,6 +350,20 @@ static sn_msg_t sample(sn_msg_type_t type)
         m.u.heartbeat.name = (const uint8_t *) "node-2";
         m.u.heartbeat.name_len = 6;
         m.u.heartbeat.applied = (sn_vv_t) {3, sample_dots};
+        m.u.heartbeat.sessions = 12345;
+        break;
+    case SN_MSG_LEAVE:
+        break;
+    case SN_MSG_CONTROL:
+        m.u.control.command = (const uint8_t *) "session";
+        m.u.control.command_len = 7;
+        m.u.control.arg = (const uint8_t *) "sess:42";
+        m.u.control.arg_len = 7;
+        break;
+    case SN_MSG_CONTROL_REP:
+        m.u.control_rep.status = (uint32_t) -SN_ENOTFOUND;
+        m.u.control_rep.body = body_a;
+        m.u.control_rep.body_len = sizeof body_a;
         break;
     case SN_MSG_REPAIR_REQ:
         m.u.repair_req.origin = 1;
@@ -467,6 +495,13 @@ static void test_edge_integer_values_round_trip(void **unused)
                 break;
             case SN_MSG_HEARTBEAT:
                 m.u.heartbeat.incarnation = m.u.heartbeat.last_pseq = m.u.heartbeat.dots_done = v;
+                m.u.heartbeat.sessions = v;
+                break;
+            case SN_MSG_LEAVE:
+            case SN_MSG_CONTROL:
+                break;
+            case SN_MSG_CONTROL_REP:
+                m.u.control_rep.status = v32;
                 break;
             case SN_MSG_REPAIR_REQ:
                 m.u.repair_req.origin = m.u.repair_req.from_pseq = m.u.repair_req.to_pseq = v;
@@ -643,11 +678,12 @@ static const uint8_t reference_ack[] = {
 };
 
 static const uint8_t reference_heartbeat[] = {
-    0x99, 0x01, 0x02, 0x02,       /* array of 9, version 1, heartbeat, sender 2 */
+    0x9a, 0x01, 0x02, 0x02,       /* array of 10, version 1, heartbeat, sender 2 */
     0x05, 0x2a, 0x29,             /* incarnation 5, last_pseq 42, dots_done 41 */
     0xa3, 't', 'c', 'p',          /* endpoint "tcp" */
     0xa1, 'b',                    /* name "b" */
     0x92, 0x01, 0x28,             /* applied: {1: 40} */
+    0x07,                         /* sessions 7 */
 };
 
 static void test_reference_frames_have_the_documented_bytes(void **unused)
@@ -670,6 +706,7 @@ static void test_reference_frames_have_the_documented_bytes(void **unused)
     m.u.heartbeat.name = (const uint8_t *) "b";
     m.u.heartbeat.name_len = 1;
     m.u.heartbeat.applied = (sn_vv_t) {1, applied};
+    m.u.heartbeat.sessions = 7;
     buf = encode(&m, &len);
     assert_int_equal(len, sizeof reference_heartbeat);
     assert_memory_equal(buf, reference_heartbeat, len);
@@ -1165,7 +1202,8 @@ static void test_type_names(void **unused)
     (void) unused;
     static const char *const names[] = {"delta", "heartbeat", "repair_req", "repair_rep",
                                         "snap_req", "snap_credit", "snap_chunk", "digest_req",
-                                        "digest_rep", "fetch_req", "fetch_rep", "ack", "deltas"};
+                                        "digest_rep", "fetch_req", "fetch_rep", "ack", "deltas",
+                                        "leave", "control", "control_rep"};
     for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++)
         assert_string_equal(sn_msg_type_name(t), names[t - 1]);
     assert_string_equal(sn_msg_type_name(0), "unknown");

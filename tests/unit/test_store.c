@@ -2267,6 +2267,175 @@ static void test_gc_drops_removed_attribute_records(void **state)
 
 /* ----------------------------------------------------------------- main */
 
+
+/* ------------------------------------------------------------ items */
+
+typedef struct {
+    char value[256];
+    size_t len;
+    uint32_t flags;
+    uint64_t cas;
+    uint32_t max_inactive;
+    int calls;
+} item_copy_t;
+
+static void copy_item(const sn_item_t *it, void *arg)
+{
+    item_copy_t *c = arg;
+    assert_true(it->value_len < sizeof c->value);
+    memcpy(c->value, it->value, it->value_len);
+    c->value[it->value_len] = 0;
+    c->len = it->value_len;
+    c->flags = it->flags;
+    c->cas = it->cas;
+    c->max_inactive = it->max_inactive;
+    c->calls++;
+}
+
+static int item_s(sn_store_t *s, const char *id, sn_item_mode_t mode, const char *value,
+                  uint32_t flags, int64_t max_inactive, uint64_t cas, uint64_t *cas_out)
+{
+    return sn_store_item_store(s, id, strlen(id), NULL, 0, mode, value, strlen(value), flags,
+                               max_inactive, cas, cas_out);
+}
+
+static item_copy_t item_of(sn_store_t *s, const char *id)
+{
+    item_copy_t c = {0};
+    assert_int_equal(sn_store_item_get(s, id, strlen(id), NULL, 0, copy_item, &c), 0);
+    assert_int_equal(c.calls, 1);
+    return c;
+}
+
+static void test_item_modes_follow_memcached(void **unused)
+{
+    (void) unused;
+    node_t a;
+    node_open(&a, 1);
+    uint64_t cas1 = 0, cas2 = 0;
+    /* replace, append, prepend and cas need the item; add needs it missing */
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_REPLACE, "x", 0, 0, 0, NULL), SN_ENOTFOUND);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_APPEND, "x", 0, -1, 0, NULL), SN_ENOTFOUND);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_PREPEND, "x", 0, -1, 0, NULL), SN_ENOTFOUND);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_CAS, "x", 0, 0, 1, NULL), SN_ENOTFOUND);
+    item_copy_t none = {0};
+    assert_int_equal(sn_store_item_get(a.store, "k", 1, NULL, 0, copy_item, &none), SN_ENOTFOUND);
+    assert_int_equal(none.calls, 0);
+    assert_int_equal(a.log.n, 0);
+
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_ADD, "one", 7, 60, 0, &cas1), 0);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_ADD, "two", 0, 60, 0, NULL), SN_EEXISTS);
+    item_copy_t c = item_of(a.store, "k");
+    assert_string_equal(c.value, "one");
+    assert_int_equal(c.flags, 7);
+    assert_int_equal(c.max_inactive, 60);
+    assert_true(c.cas == cas1 && cas1 != 0);
+
+    /* append keeps flags and expiry; the cas moves */
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_APPEND, "+", 99, -1, 0, &cas2), 0);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_PREPEND, "-", 99, -1, 0, NULL), 0);
+    c = item_of(a.store, "k");
+    assert_string_equal(c.value, "-one+");
+    assert_int_equal(c.flags, 7);
+    assert_int_equal(c.max_inactive, 60);
+    assert_true(cas2 > cas1 && c.cas > cas2);
+
+    /* cas: a stale unique is EEXISTS and changes nothing */
+    size_t before = a.log.n;
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_CAS, "stale", 0, 0, cas1, NULL), SN_EEXISTS);
+    assert_int_equal(a.log.n, before);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_CAS, "fresh", 3, 30, c.cas, &cas1), 0);
+    c = item_of(a.store, "k");
+    assert_string_equal(c.value, "fresh");
+    assert_int_equal(c.flags, 3);
+    assert_int_equal(c.max_inactive, 30);
+    assert_true(c.cas == cas1);
+
+    /* set and replace change the expiry, -1 keeps it */
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_REPLACE, "r", 0, -1, 0, NULL), 0);
+    assert_int_equal(item_of(a.store, "k").max_inactive, 30);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_SET, "s", 0, 0, 0, NULL), 0);
+    assert_int_equal(item_of(a.store, "k").max_inactive, 0);
+
+    /* an append past value_max is ETOOBIG and leaves the item */
+    char big[SN_VALUE_MAX_DEFAULT];
+    memset(big, 'b', sizeof big);
+    assert_int_equal(sn_store_item_store(a.store, "k", 1, NULL, 0, SN_ITEM_APPEND, big,
+                                         sizeof big, 0, -1, 0, NULL), SN_ETOOBIG);
+    assert_string_equal(item_of(a.store, "k").value, "s");
+    assert_int_equal(item_s(a.store, "k", (sn_item_mode_t) 42, "s", 0, 0, 0, NULL), SN_EINVAL);
+
+    /* add of an item that expired succeeds: it is missing */
+    assert_int_equal(item_s(a.store, "e", SN_ITEM_SET, "old", 0, 1, 0, NULL), 0);
+    advance(&a, 1500);
+    assert_int_equal(item_s(a.store, "e", SN_ITEM_ADD, "new", 0, 0, 0, NULL), 0);
+    assert_string_equal(item_of(a.store, "e").value, "new");
+    node_close(&a);
+}
+
+static void test_item_cas_is_the_same_on_every_replica(void **unused)
+{
+    (void) unused;
+    node_t a, b;
+    node_open(&a, 1);
+    node_open(&b, 2);
+    uint64_t cas = 0;
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_SET, "v", 5, 0, 0, &cas), 0);
+    deliver(&a, 0, &b);
+    assert_true(item_of(b.store, "k").cas == cas);
+    /* a gets on one node and a cas on the other */
+    uint64_t cas_b = 0;
+    assert_int_equal(item_s(b.store, "k", SN_ITEM_CAS, "w", 5, 0, cas, &cas_b), 0);
+    deliver(&b, 0, &a);
+    item_copy_t c = item_of(a.store, "k");
+    assert_string_equal(c.value, "w");
+    assert_true(c.cas == cas_b);
+    assert_int_equal(item_s(a.store, "k", SN_ITEM_CAS, "x", 5, 0, cas, NULL), SN_EEXISTS);
+    assert_true(digest_of(a.store, "k") == digest_of(b.store, "k"));
+    node_close(&a);
+    node_close(&b);
+}
+
+static int arith_s(sn_store_t *s, const char *id, bool decr, uint64_t delta, bool create,
+                   uint64_t initial, uint64_t *out)
+{
+    return sn_store_item_arith(s, id, strlen(id), NULL, 0, decr, delta, create, initial, 0, out,
+                               NULL);
+}
+
+static void test_item_incr_and_decr_follow_memcached(void **unused)
+{
+    (void) unused;
+    node_t a;
+    node_open(&a, 1);
+    uint64_t v = 0;
+    assert_int_equal(arith_s(a.store, "n", false, 1, false, 0, &v), SN_ENOTFOUND);
+    assert_int_equal(arith_s(a.store, "n", false, 1, true, 10, &v), 0);
+    assert_true(v == 10);
+    assert_string_equal(item_of(a.store, "n").value, "10");
+    assert_int_equal(arith_s(a.store, "n", false, 5, true, 77, &v), 0);
+    assert_true(v == 15);
+    assert_int_equal(arith_s(a.store, "n", true, 100, false, 0, &v), 0);
+    assert_true(v == 0);  /* decr stops at 0 */
+    assert_string_equal(item_of(a.store, "n").value, "0");
+
+    assert_int_equal(item_s(a.store, "n", SN_ITEM_SET, "18446744073709551615", 4, 0, 0, NULL), 0);
+    assert_int_equal(arith_s(a.store, "n", false, 2, false, 0, &v), 0);
+    assert_true(v == 1);  /* incr wraps at 2^64 */
+    assert_int_equal(item_of(a.store, "n").flags, 4);
+
+    const char *bad[] = {"", "x", "12a", " 1", "-1", "18446744073709551616",
+                         "000000000000000000001"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(item_s(a.store, "n", SN_ITEM_SET, bad[i], 0, 0, 0, NULL), 0);
+        size_t before = a.log.n;
+        assert_int_equal(arith_s(a.store, "n", false, 1, false, 0, &v), SN_ENOTNUM);
+        assert_int_equal(a.log.n, before);
+        assert_string_equal(item_of(a.store, "n").value, bad[i]);
+    }
+    node_close(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2331,6 +2500,9 @@ int main(void)
         cmocka_unit_test(test_merge_of_a_collected_tombstone_is_ignored),
         cmocka_unit_test(test_a_write_concurrent_with_a_collectable_destroy_is_ignored),
         cmocka_unit_test(test_gc_drops_removed_attribute_records),
+        cmocka_unit_test(test_item_modes_follow_memcached),
+        cmocka_unit_test(test_item_cas_is_the_same_on_every_replica),
+        cmocka_unit_test(test_item_incr_and_decr_follow_memcached),
         /* last: under UBSan a failure here stops the whole run */
         cmocka_unit_test(test_null_name_of_length_zero_is_the_empty_name),
     };
