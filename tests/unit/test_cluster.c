@@ -20,8 +20,11 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <czmq.h>
+#include <msgpack.h>
 
 #include "sessnode.h"
+#include "sn_msg.h"
 #include "sn_store.h"
 #include "sn_test_dump.h"
 
@@ -819,6 +822,197 @@ static void test_a_peer_change_is_notified_after_it_is_readable(void **state)
     cluster_stop(&c);
 }
 
+
+static void copy_cas(const sn_item_t *it, void *arg)
+{
+    *(uint64_t *) arg = it->cas;
+}
+
+static int member_state_of(sn_node_t *node, const char *address)
+{
+    sn_member_t m[MAX_NODES];
+    size_t n = 0;
+    assert_int_equal(sn_node_members(node, m, MAX_NODES, &n), 0);
+    for (size_t i = 0; i < n && i < MAX_NODES; i++)
+        if (strcmp(m[i].address, address) == 0)
+            return m[i].state;
+    return -1;
+}
+
+static void test_items_flush_and_leave_reach_every_node(void **state)
+{
+    (void) state;
+    cluster_t c;
+    cluster_start(&c, 3, 0.0);
+    wait_connected(&c);
+    uint64_t cas0 = 0;
+    assert_int_equal(sn_node_item_store(c.node[0], "k", 1, NULL, 0, SN_ITEM_SET, "v1", 2, 5, 0,
+                                        0, &cas0, NULL), 0);
+    wait_value(c.node[2], "k", "", "v1");
+    /* the CAS unique read on one node is accepted on another */
+    uint64_t cas2 = 0;
+    assert_int_equal(sn_node_item_get(c.node[2], "k", 1, NULL, 0, -1, copy_cas, &cas2), 0);
+    assert_true(cas2 == cas0);
+    assert_int_equal(sn_node_item_store(c.node[2], "k", 1, NULL, 0, SN_ITEM_CAS, "v2", 2, 5, 0,
+                                        cas2, NULL, NULL), 0);
+    wait_value(c.node[0], "k", "", "v2");
+    assert_int_equal(sn_node_item_store(c.node[0], "k", 1, NULL, 0, SN_ITEM_CAS, "v3", 2, 5, 0,
+                                        cas0, NULL, NULL), SN_EEXISTS);
+    uint64_t n = 0;
+    assert_int_equal(sn_node_item_arith(c.node[1], "n", 1, NULL, 0, 0, 1, 1, 41, 0, &n, NULL,
+                                        NULL), 0);
+    assert_int_equal(sn_node_item_arith(c.node[1], "n", 1, NULL, 0, 0, 1, 1, 0, 0, &n, NULL,
+                                        NULL), 0);
+    assert_true(n == 42);
+    wait_value(c.node[0], "n", "", "42");
+
+    /* flush_all on one node empties them all */
+    uint64_t flushed = 0;
+    assert_int_equal(sn_node_flush(c.node[1], &flushed), 0);
+    assert_true(flushed == 2);
+    for (int i = 0; i < 3; i++) {
+        wait_value(c.node[i], "k", "", NULL);
+        wait_value(c.node[i], "n", "", NULL);
+    }
+
+    /* a node that leaves is listed as left at once, not suspected */
+    assert_int_equal(sn_node_leave(c.node[2], 500), 0);
+    uint64_t deadline = now_ms() + WAIT_MS;
+    while (member_state_of(c.node[0], c.addr[2]) != SN_MEMBER_LEFT) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(5);
+    }
+    sn_node_destroy(&c.node[2]);
+    assert_int_equal(member_state_of(c.node[1], c.addr[2]), SN_MEMBER_LEFT);
+    cluster_stop(&c);
+}
+
+static void note_leave(void *arg)
+{
+    *(int *) arg += 1;
+}
+
+static void ask_leave_hook(int i, sn_config_t *cfg, void *arg)
+{
+    if (i == 0) {
+        cfg->on_leave = note_leave;
+        cfg->on_leave_arg = arg;
+    }
+}
+
+/* Sends one control command to node 0's ROUTER; returns the status and
+ * leaves the unpacked map in *u. */
+static int control(cluster_t *c, const char *cmd, const char *arg, msgpack_unpacked *u)
+{
+    char router[96];
+    snprintf(router, sizeof router, "%s.router", c->addr[0]);
+    zsock_t *d = zsock_new_dealer(router);
+    assert_non_null(d);
+    sn_msg_t m = {.type = SN_MSG_CONTROL};
+    m.u.control.command = (const uint8_t *) cmd;
+    m.u.control.command_len = (uint32_t) strlen(cmd);
+    m.u.control.arg = (const uint8_t *) arg;
+    m.u.control.arg_len = (uint32_t) strlen(arg);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(sn_msg_encode(&m, &buf, &len), 0);
+    zframe_t *f = zframe_new(buf, len);
+    free(buf);
+    assert_int_equal(zframe_send(&f, d, 0), 0);
+    zsock_set_rcvtimeo(d, WAIT_MS);
+    zframe_t *r = zframe_recv(d);
+    assert_non_null(r);
+    sn_msg_decoded_t dm;
+    assert_int_equal(sn_msg_decode(zframe_data(r), zframe_size(r), &dm), 0);
+    assert_int_equal(dm.msg.type, SN_MSG_CONTROL_REP);
+    int status = -(int) dm.msg.u.control_rep.status;
+    msgpack_unpacked_init(u);
+    if (status == 0) {
+        /* the unpacked strings point into the bytes: keep them until the
+         * next call */
+        static char body[1 << 16];
+        size_t off = 0, n = dm.msg.u.control_rep.body_len;
+        assert_true(n <= sizeof body);
+        memcpy(body, dm.msg.u.control_rep.body, n);
+        assert_int_equal(msgpack_unpack_next(u, body, n, &off), MSGPACK_UNPACK_SUCCESS);
+        assert_int_equal(u->data.type, MSGPACK_OBJECT_MAP);
+    }
+    sn_msg_release(&dm);
+    zframe_destroy(&r);
+    zsock_destroy(&d);
+    return status;
+}
+
+static const msgpack_object *field(const msgpack_object *map, const char *key)
+{
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object *k = &map->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == strlen(key) &&
+            memcmp(k->via.str.ptr, key, k->via.str.size) == 0)
+            return &map->via.map.ptr[i].val;
+    }
+    fail_msg("no field %s", key);
+    return NULL;
+}
+
+static void test_control_answers_an_operator(void **state)
+{
+    (void) state;
+    int left = 0;
+    cluster_t c;
+    cluster_start_with(&c, 2, ask_leave_hook, &left);
+    wait_connected(&c);
+    assert_int_equal(put_s(c.node[1], "s1", "user", "alice"), 0);
+    wait_value(c.node[0], "s1", "user", "alice");
+    uint64_t deadline = now_ms() + WAIT_MS;
+    msgpack_unpacked u;
+    /* members: the peer, alive, with its session count */
+    for (;;) {
+        assert_int_equal(control(&c, "members", "", &u), 0);
+        const msgpack_object *members = field(&u.data, "members");
+        assert_int_equal(members->via.array.size, 1);
+        const msgpack_object *peer = &members->via.array.ptr[0];
+        const msgpack_object *st = field(peer, "state");
+        bool done = st->via.str.size == 5 && memcmp(st->via.str.ptr, "alive", 5) == 0 &&
+                    field(peer, "sessions")->via.u64 == 1;
+        assert_int_equal(field(field(&u.data, "node"), "sessions")->via.u64, 1);
+        msgpack_unpacked_destroy(&u);
+        if (done)
+            break;
+        assert_true(now_ms() < deadline);
+        sleep_ms(10);
+    }
+    assert_int_equal(control(&c, "stats", "", &u), 0);
+    assert_true(field(&u.data, "deltas_received")->via.u64 >= 1);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(control(&c, "session", "s1", &u), 0);
+    const msgpack_object *attrs = field(&u.data, "attributes");
+    assert_int_equal(attrs->via.array.size, 1);
+    const msgpack_object *v = field(&attrs->via.array.ptr[0], "value");
+    assert_int_equal(v->via.bin.size, 5);
+    assert_memory_equal(v->via.bin.ptr, "alice", 5);
+    assert_int_equal(field(&u.data, "version_vector")->via.map.size, 1);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(control(&c, "session", "nope", &u), SN_ENOTFOUND);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(control(&c, "session", "bad id", &u), SN_EBADID);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(control(&c, "frobnicate", "", &u), SN_EINVAL);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(control(&c, "join", "nonsense", &u), SN_EINVAL);
+    msgpack_unpacked_destroy(&u);
+    /* leave: the peer sees it, and the application is told */
+    assert_int_equal(control(&c, "leave", "", &u), 0);
+    msgpack_unpacked_destroy(&u);
+    assert_int_equal(left, 1);
+    deadline = now_ms() + WAIT_MS;
+    while (member_state_of(c.node[1], c.addr[0]) != SN_MEMBER_LEFT) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(5);
+    }
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -846,6 +1040,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_configuration_errors_are_reported),
         cmocka_unit_test(test_a_write_on_any_node_is_readable_on_all),
+        cmocka_unit_test(test_items_flush_and_leave_reach_every_node),
+        cmocka_unit_test(test_control_answers_an_operator),
         cmocka_unit_test(test_a_peer_change_is_notified_after_it_is_readable),
         cmocka_unit_test(test_deletes_and_attribute_removals_propagate),
         cmocka_unit_test(test_a_session_expires_on_every_node),
