@@ -2387,7 +2387,8 @@ static void on_control(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
             goto out;
         }
     } else if (strcmp(cmd, "join") == 0) {
-        char address[ADDR_MAX], pub[ADDR_MAX], router[ADDR_MAX];
+        /* arg is at most 255 bytes; room for the scheme too. */
+        char address[ADDR_MAX + 8], pub[ADDR_MAX], router[ADDR_MAX];
         snprintf(address, sizeof address, "%s%s", strstr(arg, "://") ? "" : "tcp://", arg);
         if (sn_transport_endpoints(address, pub, sizeof pub, router, sizeof router)) {
             control_error(t, identity, SN_EINVAL, "bad address '%s' (want HOST:PORT)", arg);
