@@ -1,13 +1,159 @@
 #!/usr/bin/env bash
-# Build sessnode in build/ and run the demo: a local cluster of four nodes on
-# loopback TCP, in one process (node/sn_demo.c), showing writes replicating,
-# a node lost without warning and a node joining.
+# Build sessnode in build/ and run the main demo: a local cluster of three
+# sessnode daemons on 127.0.0.1, each speaking the memcached protocol. It
+# writes a session through node 1, kills node 1 with SIGKILL, reads the
+# session from nodes 2 and 3, restarts node 1 (it copies the sessions back
+# from its peers), and leaves the cluster running until Ctrl-C.
+#
+#   bash scripts/demo.sh            the story, then the cluster stays up
+#   bash scripts/demo.sh --no-wait  the story, then everything stops
+#
+# Ports: memcached clients on 11311-11313; cluster addresses 7400, 7410,
+# 7420 (each daemon also binds the next port). Logs in $SN_DEMO_DIR
+# (default: a fresh directory under /tmp).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
+wait_at_end=1
+for arg in "$@"; do
+    case $arg in
+        --no-wait) wait_at_end=0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "demo.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
 bash scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo
-cmake --build build -j2
-exec build/node/sessnode-demo "$@"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j2 --target sessnode-daemon sessctl
+
+daemon=build/daemon/sessnode
+sessctl=build/daemon/sessctl
+dir=${SN_DEMO_DIR:-$(mktemp -d /tmp/sessnode-demo.XXXXXX)}
+mkdir -p "$dir"
+listen=(11311 11312 11313)
+cluster=(7400 7410 7420)
+pids=(0 0 0)
+
+for port in "${listen[@]}" "${cluster[@]}" $((7401)) $((7411)) $((7421)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "demo: port $port on 127.0.0.1 is already in use; stop what holds it first" >&2
+        exit 1
+    fi
+done
+
+stop_all() {
+    for pid in "${pids[@]}"; do
+        [[ $pid != 0 ]] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        [[ $pid != 0 ]] && wait "$pid" 2>/dev/null || true
+    done
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+peers_of() {   # every other node's cluster address
+    local out=() j
+    for j in 0 1 2; do
+        [[ $j != "$1" ]] && out+=("127.0.0.1:${cluster[$j]}")
+    done
+    local IFS=,
+    echo "${out[*]}"
+}
+
+start() {      # start node $1 (0-based)
+    local i=$1
+    "$daemon" --name "node$((i + 1))" --listen "127.0.0.1:${listen[$i]}" \
+        --cluster "127.0.0.1:${cluster[$i]}" --join "$(peers_of "$i")" \
+        >>"$dir/node$((i + 1)).log" 2>&1 &
+    pids[i]=$!
+    local deadline=$((SECONDS + 15))
+    until (exec 3<>"/dev/tcp/127.0.0.1/${listen[$i]}") 2>/dev/null; do
+        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
+            echo "demo: node$((i + 1)) exited; its log:" >&2
+            cat "$dir/node$((i + 1)).log" >&2
+            exit 1
+        fi
+        ((SECONDS < deadline)) || { echo "demo: node$((i + 1)) did not start" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+
+mc() {         # mc PORT 'request'  -> the reply, up to END/STORED/...
+    local port=$1 request=$2 line reply=""
+    exec 3<>"/dev/tcp/127.0.0.1/$port"
+    printf '%b' "$request" >&3
+    while IFS= read -r -t 2 line <&3; do
+        line=${line%$'\r'}
+        reply+="$line"$'\n'
+        case $line in END|STORED|NOT_STORED|DELETED|NOT_FOUND|ERROR*|*_ERROR*) break ;; esac
+    done
+    exec 3>&-
+    printf '%s' "$reply"
+}
+
+echo
+echo "== starting three sessnode daemons (logs in $dir)"
+for i in 0 1 2; do
+    start "$i"
+    echo "   node$((i + 1)): memcached clients on 127.0.0.1:${listen[$i]}," \
+         "cluster address 127.0.0.1:${cluster[$i]}, pid ${pids[$i]}"
+done
+sleep 1
+echo
+echo "== sessctl --node 127.0.0.1:7400 members"
+"$sessctl" --node 127.0.0.1:7400 members
+
+session="sess:demo-$$"
+value="user=alice;cart=3"
+echo
+echo "== set $session on node1 (memcached text protocol, port ${listen[0]})"
+mc "${listen[0]}" "set $session 0 1800 ${#value}\r\n$value\r\n"
+sleep 0.5
+echo
+echo "== kill -9 node1 (pid ${pids[0]}), the node that wrote it"
+kill -KILL "${pids[0]}"
+wait "${pids[0]}" 2>/dev/null || true
+pids[0]=0
+for i in 1 2; do
+    echo
+    echo "== get $session from node$((i + 1)) (port ${listen[$i]})"
+    reply=$(mc "${listen[$i]}" "get $session\r\n")
+    printf '%s\n' "$reply"
+    if [[ $reply != *"$value"* ]]; then
+        echo "demo: node$((i + 1)) did not serve the session" >&2
+        exit 1
+    fi
+done
+echo
+echo "== the session survived the loss of node1. Waiting for node2 to declare node1 dead..."
+deadline=$((SECONDS + 15))
+until "$sessctl" --node 127.0.0.1:7410 members | grep -q 'node1 .* dead'; do
+    ((SECONDS < deadline)) || break
+    sleep 0.5
+done
+"$sessctl" --node 127.0.0.1:7410 members
+
+echo
+echo "== restarting node1: it copies every session back from a peer"
+start 0
+echo "== get $session from node1 again"
+reply=$(mc "${listen[0]}" "get $session\r\n")
+printf '%s\n' "$reply"
+sleep 1
+echo
+echo "== sessctl --node 127.0.0.1:7410 members"
+"$sessctl" --node 127.0.0.1:7410 members
+
+if ((wait_at_end)); then
+    echo
+    echo "The cluster is running. Try, from another terminal:"
+    echo "   printf 'get $session\\r\\n' | nc -q1 127.0.0.1 ${listen[1]}"
+    echo "   $sessctl --node 127.0.0.1:7420 members"
+    echo "   $sessctl --node 127.0.0.1:7420 session $session"
+    echo "Ctrl-C stops it."
+    while :; do sleep 3600; done
+fi

@@ -9,6 +9,8 @@ packages=(
     libzmq3-dev libczmq-dev libmsgpack-dev libcmocka-dev libsodium-dev
     libmemcached-dev libmemcached-tools memcached redis-server
     clang-14 libclang-rt-14-dev valgrind
+    libevent-dev
+    php-cli php-memcached python3-pymemcache
 )
 
 missing=()

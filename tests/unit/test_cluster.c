@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -887,9 +888,10 @@ static void test_items_flush_and_leave_reach_every_node(void **state)
     cluster_stop(&c);
 }
 
+/* Runs on node 0's replication thread, after the reply went out. */
 static void note_leave(void *arg)
 {
-    *(int *) arg += 1;
+    atomic_fetch_add((_Atomic int *) arg, 1);
 }
 
 static void ask_leave_hook(int i, sn_config_t *cfg, void *arg)
@@ -958,7 +960,7 @@ static const msgpack_object *field(const msgpack_object *map, const char *key)
 static void test_control_answers_an_operator(void **state)
 {
     (void) state;
-    int left = 0;
+    _Atomic int left = 0;
     cluster_t c;
     cluster_start_with(&c, 2, ask_leave_hook, &left);
     wait_connected(&c);
@@ -1004,8 +1006,12 @@ static void test_control_answers_an_operator(void **state)
     /* leave: the peer sees it, and the application is told */
     assert_int_equal(control(&c, "leave", "", &u), 0);
     msgpack_unpacked_destroy(&u);
-    assert_int_equal(left, 1);
     deadline = now_ms() + WAIT_MS;
+    while (atomic_load(&left) == 0) {
+        assert_true(now_ms() < deadline);
+        sleep_ms(5);
+    }
+    assert_int_equal(atomic_load(&left), 1);
     while (member_state_of(c.node[1], c.addr[0]) != SN_MEMBER_LEFT) {
         assert_true(now_ms() < deadline);
         sleep_ms(5);

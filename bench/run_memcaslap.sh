@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The sessnode daemon against memcached 1.6 under memcaslap (libmemcached's
+# load generator), in one run so that the ratios, not the absolute rates,
+# are the figures to read (our build machines are noisy 2-core VMs):
+#
+#   memcached -t 4                  the reference
+#   sessnode, alone                 target: >= 0.9x memcached
+#   sessnode with two peers         3 daemons, the load on one; every write is
+#                                   replicated to the other two: >= 0.7x
+#
+# The load: 90% get / 10% set, 64-byte keys, 1 KiB values, 2 client threads,
+# 64 connections (memcaslap -T 2 -c 64). The systems take turns for several
+# rounds; each round's ops/s is printed, then the medians and the ratios.
+#
+#   bash bench/run_memcaslap.sh                      build, then 3 rounds x 10 s
+#   bash bench/run_memcaslap.sh --daemon PATH        use a built sessnode
+#   bash bench/run_memcaslap.sh --rounds 5 --time 20
+#   bash bench/run_memcaslap.sh --perf DIR           also perf-record each
+#                                                    sessnode setup under load
+#
+# Without --daemon it configures a Release tree (--build DIR, default
+# build-release/) with tests and benchmarks off and builds the daemon only.
+# Every server listens on 127.0.0.1 on ports free at run time; every process
+# started is killed by PID on exit.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+daemon=""
+build=$root/build-release
+rounds=3
+secs=10
+mem=1024
+perf_dir=""
+
+usage() {
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 2
+}
+while (($#)); do
+    case $1 in
+    --daemon) daemon=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --time) secs=$2; shift 2 ;;
+    --mem) mem=$2; shift 2 ;;
+    --perf) perf_dir=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
+    esac
+done
+
+for tool in memcaslap memcached; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "run_memcaslap.sh: $tool is missing (Debian: libmemcached-tools, memcached;" \
+            "bash scripts/deps.sh installs both)" >&2
+        exit 1
+    fi
+done
+
+if [[ -z $daemon ]]; then
+    echo "+ cmake -S $root -B $build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DSN_BUILD_BENCH=OFF"
+    cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+        -DSN_BUILD_BENCH=OFF >/dev/null
+    echo "+ cmake --build $build -j2 --target sessnode-daemon"
+    cmake --build "$build" -j2 --target sessnode-daemon >/dev/null
+    daemon=$build/daemon/sessnode
+    type=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")
+    [[ $type == Release ]] || echo "run_memcaslap.sh: note: $build is a '$type' build" >&2
+fi
+[[ -x $daemon ]] || { echo "run_memcaslap.sh: $daemon is not an executable" >&2; exit 1; }
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sn-memcaslap.XXXXXX")
+pids=()
+declare -A port_of cport_of pid_of
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+taken=" "
+# A port P with P and P+1 free, below the ephemeral range.
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
+        [[ $taken == *" $p "* || $taken == *" $((p + 1)) "* || $taken == *" $((p - 1)) "* ]] && continue
+        port_open "$p" || port_open "$((p + 1))" || break
+    done
+    taken+="$p $((p + 1)) "
+    echo "$p"
+}
+wait_port() {
+    local deadline=$((SECONDS + 20))
+    until port_open "$1"; do
+        kill -0 "$2" 2>/dev/null || { echo "run_memcaslap.sh: server pid $2 died" >&2; exit 1; }
+        ((SECONDS < deadline)) || { echo "run_memcaslap.sh: port $1 not open" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
+# start_sessnode NAME [JOIN CLUSTER PORTS...]: prints nothing, records the port.
+start_sessnode() {
+    local name=$1 port cport join="" p
+    shift
+    port=$(free_port) cport=$(free_port)
+    for p in "$@"; do join+="${join:+,}127.0.0.1:$p"; done
+    local args=(--listen "127.0.0.1:$port" --cluster "127.0.0.1:$cport" --name "$name"
+        --max-memory "$mem")
+    [[ -n $join ]] && args+=(--join "$join")
+    "$daemon" "${args[@]}" </dev/null 2>"$tmp/$name.log" &
+    pids+=($!)
+    wait_port "$port" $!
+    echo "  $name: ${daemon##*/} ${args[*]}"
+    port_of[$name]=$port
+    cport_of[$name]=$cport
+    pid_of[$name]=$!
+}
+
+echo "== servers"
+mport=$(free_port)
+user=()
+((EUID == 0)) && user=(-u memcache)
+memcached "${user[@]}" -l 127.0.0.1 -p "$mport" -U 0 -t 4 -m "$mem" </dev/null \
+    2>"$tmp/memcached.log" &
+pids+=($!)
+pid_of[memcached]=$!
+wait_port "$mport" $!
+echo "  memcached: memcached ${user[*]} -l 127.0.0.1 -p $mport -U 0 -t 4 -m $mem ($(memcached -V))"
+start_sessnode single
+start_sessnode c1
+start_sessnode c2 "${cport_of[c1]}"
+start_sessnode c3 "${cport_of[c1]}" "${cport_of[c2]}"
+sleep 2   # let the peers subscribe to each other before the first load
+
+conf=$tmp/memcaslap.conf
+printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 0.1\n1 0.9\n' >"$conf"
+
+# The processes whose CPU time counts for each system.
+declare -A procs=(
+    [memcached]="${pid_of[memcached]}"
+    [single]="${pid_of[single]}"
+    [peers]="${pid_of[c1]} ${pid_of[c2]} ${pid_of[c3]}"
+)
+declare -A target_port=([memcached]=$mport [single]=${port_of[single]} [peers]=${port_of[c1]})
+systems=(memcached single peers)
+
+cpu_ticks() {
+    local sum=0 pid f
+    for pid in "$@"; do
+        read -ra f <"/proc/$pid/stat"
+        sum=$((sum + f[13] + f[14]))
+    done
+    echo "$sum"
+}
+
+declare -A results
+hz=$(getconf CLK_TCK)
+echo "== load: memcaslap -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
+    "(CONF: 64 B keys, 1 KiB values, 90% get)"
+printf '%-6s %-10s %10s %10s %9s %8s\n' round system ops/s gets sets server-cpu
+for ((r = 1; r <= rounds; r++)); do
+    for sys in "${systems[@]}"; do
+        # shellcheck disable=SC2086
+        before=$(cpu_ticks ${procs[$sys]})
+        out=$tmp/$sys.$r.out
+        timeout -k 5 $((secs + 60)) memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
+            -T 2 -c 64 -t "${secs}s" >"$out" 2>&1 || {
+            echo "run_memcaslap.sh: memcaslap against $sys failed:" >&2
+            tail -n 20 "$out" >&2
+            exit 1
+        }
+        # shellcheck disable=SC2086
+        after=$(cpu_ticks ${procs[$sys]})
+        tps=$(sed -n 's/.*TPS: \([0-9]*\).*/\1/p' "$out" | tail -n 1)
+        gets=$(sed -n 's/^cmd_get: //p' "$out" | tail -n 1)
+        sets=$(sed -n 's/^cmd_set: //p' "$out" | tail -n 1)
+        misses=$(sed -n 's/^get_misses: //p' "$out" | tail -n 1)
+        [[ -n $tps ]] || { echo "run_memcaslap.sh: no TPS line from memcaslap:" >&2; cat "$out" >&2; exit 1; }
+        cpu=$(((after - before) * 100 / hz / secs))
+        results[$sys]+="$tps "
+        printf '%-6s %-10s %10s %10s %9s %7s%%' "$r" "$sys" "$tps" "$gets" "$sets" "$cpu"
+        [[ ${misses:-0} != 0 ]] && printf '  (%s get misses)' "$misses"
+        printf '\n'
+    done
+done
+
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+echo "== medians of $rounds rounds"
+mm=$(median "${results[memcached]}")
+verdict=0
+for sys in "${systems[@]}"; do
+    m=$(median "${results[$sys]}")
+    ratio=$(awk -v a="$m" -v b="$mm" 'BEGIN {printf "%.2f", a / b}')
+    case $sys in
+    single) target=0.90 ;;
+    peers) target=0.70 ;;
+    *) target="" ;;
+    esac
+    line=$(printf '%-10s %10s ops/s  %5sx memcached' "$sys" "$m" "$ratio")
+    if [[ -n $target ]]; then
+        if awk -v r="$ratio" -v t="$target" 'BEGIN {exit !(r >= t)}'; then
+            line+="  (target >= ${target}x: met)"
+        else
+            line+="  (target >= ${target}x: MISSED)"
+            verdict=1
+        fi
+    fi
+    echo "$line"
+done
+
+for name in single c1 c2 c3; do
+    if ! kill -0 "${pid_of[$name]}" 2>/dev/null; then
+        echo "run_memcaslap.sh: sessnode $name died during the run; its log:" >&2
+        tail -n 20 "$tmp/$name.log" >&2
+        exit 1
+    fi
+done
+
+if [[ -n $perf_dir ]]; then
+    mkdir -p "$perf_dir"
+    for sys in single peers; do
+        pid=${procs[$sys]%% *}
+        echo "== perf record -g -p $pid ($sys) under the same load, $secs s -> $perf_dir/perf-$sys.data"
+        perf record -g -p "$pid" -o "$perf_dir/perf-$sys.data" -- sleep "$secs" \
+            >"$perf_dir/perf-$sys.log" 2>&1 &
+        perf_pid=$!
+        memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 -t "${secs}s" \
+            >/dev/null 2>&1 || true
+        wait "$perf_pid" || true
+        perf report -i "$perf_dir/perf-$sys.data" --no-children --percent-limit 1.5 \
+            --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n 25 || true
+    done
+fi
+((verdict == 0)) || echo "== a target was missed (see above)"
+exit 0
