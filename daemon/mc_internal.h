@@ -16,10 +16,10 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "mc_key.h"
 #include "mc_proto.h"
 
-/* memcached's own limits */
-#define MC_KEY_MAX 250
+/* memcached's own limits (MC_KEY_MAX: mc_key.h) */
 #define MC_REALTIME_MAXDELTA (60 * 60 * 24 * 30)  /* exptimes above are absolute */
 
 /* Counters in `stats`; one atomic each, relaxed. */
@@ -69,15 +69,6 @@ struct mc_conn {
  * the engine does by deleting the key. */
 int64_t mc_exptime(mc_server_t *srv, int64_t exptime, bool *expired);
 
-/* The session id a key is stored under. A session id may not hold bytes
- * <= 0x20 or 0x7f, which memcached keys may (memcaslap's keys start with
- * control characters; binary keys are any bytes), so those, and '%' to
- * keep distinct keys distinct, are written as %XX. A key without any of
- * them, the common case, is its own id: *id = key, nothing copied.
- * Otherwise *id = buf (MC_KEY_MAX bytes). Returns the id's length, or 0 if
- * it would pass MC_KEY_MAX bytes (such a key can hold nothing). Both
- * protocols must use it, so that they see the same items. */
-size_t mc_key_id(const void *key, size_t klen, char *buf, const char **id);
 
 /* The write options of every storage command (write concern). */
 sn_write_t mc_write_options(const mc_server_t *srv);

@@ -158,42 +158,6 @@ int64_t mc_exptime(mc_server_t *srv, int64_t exptime, bool *expired)
     return exptime > (int64_t) UINT32_MAX ? (int64_t) UINT32_MAX : exptime;
 }
 
-static bool escaped_in_id(unsigned char ch)
-{
-    return ch <= 0x20 || ch == 0x7f || ch == '%';
-}
-
-size_t mc_key_id(const void *key, size_t klen, char *buf, const char **id)
-{
-    const unsigned char *k = key;
-    size_t i = 0;
-    *id = key;
-    while (i < klen && !escaped_in_id(k[i]))
-        i++;
-    if (i == klen)
-        return klen <= MC_KEY_MAX ? klen : 0;
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = i;
-    if (n > MC_KEY_MAX)
-        return 0;
-    memcpy(buf, k, i);
-    for (; i < klen; i++) {
-        if (escaped_in_id(k[i])) {
-            if (n + 3 > MC_KEY_MAX)
-                return 0;
-            buf[n++] = '%';
-            buf[n++] = hex[k[i] >> 4];
-            buf[n++] = hex[k[i] & 15];
-        } else {
-            if (n + 1 > MC_KEY_MAX)
-                return 0;
-            buf[n++] = (char) k[i];
-        }
-    }
-    *id = buf;
-    return n;
-}
-
 sn_write_t mc_write_options(const mc_server_t *srv)
 {
     sn_write_t w;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mc_key.h"
 #include "sessnode.h"
 #include "sn_msg.h"
 #include "sn_transport.h"
@@ -44,11 +45,12 @@ static void usage(FILE *out)
             "  members          the node and its peers: name, address, state, last heard,\n"
             "                   sessions, replication lag\n"
             "  stats            the node's replication and store figures\n"
-            "  session ID       one session: attributes, flags, version vector, last\n"
-            "                   access, expiry\n"
+            "  session KEY      one session: attributes, flags, version vector, last\n"
+            "                   access, expiry; KEY as a memcached client sent it\n"
             "  join HOST:PORT   make the node replicate with the node at that cluster address\n"
             "  leave            make the node leave the cluster (its daemon then exits)\n"
             "\n"
+            "Options may come before or after the command.\n"
             "Options:\n"
             "  --node HOST:PORT the node's cluster address, as given to its --cluster\n"
             "                   (default " DEFAULT_NODE ")\n"
@@ -426,7 +428,7 @@ int main(int argc, char **argv)
     };
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'n': node = optarg; break;
         case 'j': as_json = true; break;
@@ -449,7 +451,7 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        usage_error("no command (members, stats, session ID, join HOST:PORT, leave)");
+        usage_error("no command (members, stats, session KEY, join HOST:PORT, leave)");
     const char *cmd = argv[optind++];
     const char *arg = NULL;
     bool wants_arg = strcmp(cmd, "session") == 0 || strcmp(cmd, "join") == 0;
@@ -464,6 +466,20 @@ int main(int argc, char **argv)
     if (optind < argc)
         usage_error("unexpected argument '%s'", argv[optind]);
 
+    /* `session` takes the key a memcached client used: the daemon stores
+     * it under mc_key_id's mapping (docs/MEMCACHED.md) */
+    char idbuf[MC_KEY_MAX + 1];
+    if (strcmp(cmd, "session") == 0) {
+        const char *id;
+        size_t n = mc_key_id(arg, strlen(arg), idbuf, &id);
+        if (n == 0)
+            usage_error("session: '%s' is longer than a key may be (%d bytes)", arg,
+                        MC_KEY_MAX);
+        if (id == idbuf) {
+            idbuf[n] = '\0';
+            arg = idbuf;
+        }
+    }
     sn_msg_decoded_t answer;
     int rc = ask(node, cmd, arg, timeout_ms, &answer);
     if (rc)
