@@ -44,7 +44,7 @@
 #define SN_MSG_HEAD_FIELDS 3
 #define SN_MSG_ENTRY_FIELDS 3    /* repair entry: pseq, flags, body */
 #define SN_MSG_DIGEST_FIELDS 3   /* digest entry: id, digest, version vector */
-#define SN_MSG_TYPE_MAX SN_MSG_CONTROL_REP
+#define SN_MSG_TYPE_MAX SN_MSG_MEMBERS
 #define SN_MSG_BODY_MAX (SN_MSG_FRAME_MAX - 64)
 
 /* Fields after the head, per type. */
@@ -65,6 +65,7 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_LEAVE] = 0,
     [SN_MSG_CONTROL] = 2,
     [SN_MSG_CONTROL_REP] = 2,
+    [SN_MSG_MEMBERS] = 1,
 };
 
 static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
@@ -84,6 +85,7 @@ static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_LEAVE] = "leave",
     [SN_MSG_CONTROL] = "control",
     [SN_MSG_CONTROL_REP] = "control_rep",
+    [SN_MSG_MEMBERS] = "members",
 };
 
 const char *sn_msg_type_name(int type)
@@ -211,6 +213,9 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
     case SN_MSG_FETCH_REQ:
         return sn_msg_blobs_ok(m->u.fetch_req.ids, m->u.fetch_req.n, 1, SN_ID_MAX, raw)
                    ? 0 : SN_EINVAL;
+    case SN_MSG_MEMBERS:
+        return sn_msg_blobs_ok(m->u.members.addrs, m->u.members.n, 1, SN_MSG_STR_MAX, raw)
+                   ? 0 : SN_EINVAL;
     case SN_MSG_FETCH_REP:
         return sn_msg_blobs_ok(m->u.fetch_rep.states, m->u.fetch_rep.n, 1, SN_WIRE_FRAME_MAX,
                                raw) ? 0 : SN_EINVAL;
@@ -300,6 +305,9 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         break;
     case SN_MSG_FETCH_REQ:
         err |= sn_msg_pack_bins(pk, m->u.fetch_req.ids, m->u.fetch_req.n);
+        break;
+    case SN_MSG_MEMBERS:
+        err |= sn_msg_pack_bins(pk, m->u.members.addrs, m->u.members.n);
         break;
     case SN_MSG_FETCH_REP:
         err |= sn_msg_pack_bins(pk, m->u.fetch_rep.states, m->u.fetch_rep.n);
@@ -520,6 +528,9 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
                                  &m->u.digest_rep.entries);
     case SN_MSG_FETCH_REQ:
         return sn_msg_read_blobs(r, false, SN_ID_MAX, &m->u.fetch_req.n, &m->u.fetch_req.ids);
+    case SN_MSG_MEMBERS:
+        return sn_msg_read_blobs(r, false, SN_MSG_STR_MAX, &m->u.members.n,
+                                 &m->u.members.addrs);
     case SN_MSG_FETCH_REP:
         return sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.fetch_rep.n,
                                  &m->u.fetch_rep.states);

@@ -63,6 +63,7 @@ typedef enum {
     SN_MSG_LEAVE = 14,       /* PUB and DEALER->ROUTER: the sender leaves on purpose */
     SN_MSG_CONTROL = 15,     /* operator->ROUTER: a sessctl command */
     SN_MSG_CONTROL_REP = 16, /* ROUTER->operator: its answer */
+    SN_MSG_MEMBERS = 17,     /* PUB and DEALER->ROUTER: the members the sender hears */
 } sn_msg_type_t;
 
 /* One published delta as a repair reply resends it, or as one of several
@@ -192,6 +193,12 @@ typedef struct {
                                         0..SN_MSG_FRAME_MAX - 64 bytes */
             uint32_t body_len;
         } control_rep;
+        /* SN_MSG_MEMBERS */
+        struct {
+            uint32_t n;              /* addresses, <= SN_MSG_ITEMS_MAX */
+            sn_msg_blob_t *addrs;    /* bytes = a member's cluster address
+                                        (1..SN_MSG_STR_MAX); digest 0 */
+        } members;
     } u;
 } sn_msg_t;
 

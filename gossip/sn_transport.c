@@ -82,6 +82,8 @@
 
 #define ADDR_MAX 256
 #define PEERS_MAX 256
+/* heartbeats between two publications of the member list */
+#define MEMBERS_EVERY 10
 #define QUEUE_BYTES_DEFAULT (256u << 20)
 #define CHUNK_SESSIONS 1024        /* sessions per snapshot chunk */
 #define CHUNK_BYTES (256u << 10)   /* ...or about this many bytes */
@@ -218,6 +220,7 @@ typedef struct jbuf {
 } jbuf_t;
 
 struct sn_transport {
+    uint32_t hb_since_members;  /* heartbeats since the member list was last published */
     sn_transport_options_t opt;
     char cluster[ADDR_MAX];
     char pub_ep[ADDR_MAX], router_ep[ADDR_MAX];
@@ -254,7 +257,8 @@ struct sn_transport {
         _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received,
             deltas_dropped, duplicates, gaps_detected, repairs_requested, repaired,
             full_fetches, resyncs, resync_settled, bad_frames, apply_refused, queue_overflows,
-            acks_timed_out, acks_refused, bytes_sent, bytes_received, snapshot_sessions;
+            acks_timed_out, acks_refused, bytes_sent, bytes_received, snapshot_sessions,
+            members_learned;
     } st;
 
     zc_pool_t *zc;
@@ -1284,6 +1288,7 @@ static void buffer_for_join(sn_transport_t *t, const uint8_t *buf, size_t len)
 
 static void join_tick(sn_transport_t *t, uint64_t now);
 static void heartbeat(sn_transport_t *t, peer_t *only);
+static void gossip_members(sn_transport_t *t, peer_t *only);
 
 static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
 {
@@ -1341,8 +1346,10 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
     /* A node met for the first time hears from us at once rather than at
      * our next heartbeat: a joiner can then ask for its snapshot straight
      * away. Its answer to us is no longer a first, so this stops there. */
-    if (first)
+    if (first) {
         heartbeat(t, p);
+        gossip_members(t, p);
+    }
     if (t->join_state != J_STREAMING)
         sn_tracker_announce(t->tracker, m->sender, m->u.heartbeat.last_pseq, mono_ms());
     if (t->join_state == J_WAITING)
@@ -1361,6 +1368,30 @@ static void on_leave(sn_transport_t *t, const sn_msg_t *m)
         tlog(t, SN_LOG_INFO, "peer %s (%s) left the cluster", p->address, p->name);
 }
 
+/* A peer's member list: every address not known yet becomes a peer (it
+ * is then heard from, or declared dead, like any other), so a node that
+ * joined through one seed meets every member within a heartbeat or two.
+ * Only additions travel: each node judges liveness and leaving itself. */
+static void on_members(sn_transport_t *t, const sn_msg_t *m)
+{
+    if (t->leaving)
+        return;
+    for (uint32_t i = 0; i < m->u.members.n; i++) {
+        const sn_msg_blob_t *a = &m->u.members.addrs[i];
+        char address[ADDR_MAX];
+        if (a->len >= sizeof address)
+            continue;
+        memcpy(address, a->bytes, a->len);
+        address[a->len] = 0;
+        if (strcmp(address, t->cluster) == 0 || peer_by_address(t, address))
+            continue;
+        tlog(t, SN_LOG_INFO, "learned of member %s from %016llx", address,
+             (unsigned long long) m->sender);
+        count(&t->st.members_learned, 1);
+        peer_add(t, address);
+    }
+}
+
 static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bool from_sub)
 {
     sn_msg_decoded_t dm;
@@ -1373,6 +1404,8 @@ static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bo
         on_heartbeat(t, m);
     } else if (m->type == SN_MSG_LEAVE) {
         on_leave(t, m);
+    } else if (m->type == SN_MSG_MEMBERS) {
+        on_members(t, m);
     } else if ((m->type == SN_MSG_DELTA || m->type == SN_MSG_DELTAS) &&
                m->sender != t->opt.node_id) {
         uint32_t n = m->type == SN_MSG_DELTAS ? m->u.deltas.n : 1;
@@ -2130,6 +2163,32 @@ static void heartbeat(sn_transport_t *t, peer_t *only)
         send_msg(t, t->peers[i].dealer, NULL, &m);
 }
 
+/* Publishes the addresses of the peers this node hears from (alive ones
+ * only: a dead or departed member is not advertised), or sends them to
+ * one newly met peer. */
+static void gossip_members(sn_transport_t *t, peer_t *only)
+{
+    if (t->leaving)
+        return;
+    uint64_t now = mono_ms();
+    sn_msg_blob_t addrs[PEERS_MAX];
+    uint32_t n = 0;
+    for (size_t i = 0; i < t->npeers; i++) {
+        peer_t *p = &t->peers[i];
+        if (p == only || member_state(t, p, now) != SN_MEMBER_ALIVE)
+            continue;
+        addrs[n++] = (sn_msg_blob_t) {(const uint8_t *) p->address,
+                                      (uint32_t) strlen(p->address), 0, {0, NULL}};
+    }
+    t->hb_since_members = 0;
+    if (n == 0)
+        return;
+    sn_msg_t m = {.type = SN_MSG_MEMBERS, .sender = t->opt.node_id};
+    m.u.members.n = n;
+    m.u.members.addrs = addrs;
+    send_msg(t, only ? only->dealer : t->pub, NULL, &m);
+}
+
 /* ------------------------------------------------------------ leave, control */
 
 /* Publishes what is queued, then says LEAVE on PUB and to every peer, and
@@ -2263,7 +2322,7 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
     X(duplicates) X(gaps_detected) X(repairs_requested) X(repaired) X(full_fetches)        \
     X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
     X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
-    X(peers_alive)
+    X(peers_alive) X(members_learned)
 #define COUNT_(f) +1
     msgpack_pack_map(pk, 12 STATS_FIELDS(COUNT_));
 #undef COUNT_
@@ -2446,6 +2505,7 @@ static bool on_router(sn_transport_t *t)
             case SN_MSG_FETCH_REQ: on_fetch_req(t, identity, m); break;
             case SN_MSG_ACK: on_ack(t, m); break;
             case SN_MSG_LEAVE: on_leave(t, m); break;
+            case SN_MSG_MEMBERS: on_members(t, m); break;
             case SN_MSG_CONTROL: on_control(t, identity, m); break;
             default: count(&t->st.bad_frames, 1); break;
             }
@@ -2637,6 +2697,8 @@ static void actor_fn(zsock_t *pipe, void *arg)
         }
         if (now >= next_hb) {
             heartbeat(t, NULL);
+            if (++t->hb_since_members >= MEMBERS_EVERY)
+                gossip_members(t, NULL);
             if (t->nsettle)
                 settle_check(t, now);
             join_tick(t, now);
@@ -2860,6 +2922,7 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
     LOAD(bytes_sent);
     LOAD(bytes_received);
     LOAD(snapshot_sessions);
+    LOAD(members_learned);
 #undef LOAD
     uint64_t now = mono_ms();
     s->peers_alive = 0;

@@ -277,6 +277,7 @@ typedef struct {
     uint64_t bytes_sent, bytes_received;
     uint64_t snapshot_sessions; /* sessions received by joining */
     uint64_t peers_alive;
+    uint64_t members_learned;   /* peers first heard of in another member's list */
 } sn_node_stats_t;
 
 SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);

@@ -281,6 +281,14 @@ int main(int argc, char **argv)
     m.u.control_rep.body = (const uint8_t *) "\x81\xa4name\xa6node-2";
     m.u.control_rep.body_len = 12;
     free(put_msg("msg-control-rep", &m, NULL));
+    sn_msg_blob_t addrs[2] = {
+        {(const uint8_t *) "tcp://10.0.0.2:7400", 19, 0, {0, NULL}},
+        {(const uint8_t *) "tcp://10.0.0.3:7400", 19, 0, {0, NULL}},
+    };
+    m = (sn_msg_t) {.type = SN_MSG_MEMBERS, .sender = 9};
+    m.u.members.n = 2;
+    m.u.members.addrs = addrs;
+    free(put_msg("msg-members", &m, NULL));
 
     /* ---- bad frames, each derived from a valid one where it can be */
     put("bad-empty", "", 0);
@@ -295,7 +303,7 @@ int main(int argc, char **argv)
     put_patched("bad-msg-version-2", f_ack, l_ack, 1, 0x02);
     put_patched("bad-msg-version-0", f_ack, l_ack, 1, 0x00);
     put_patched("bad-msg-type-0", f_ack, l_ack, 2, 0x00);
-    put_patched("bad-msg-type-17", f_ack, l_ack, 2, 0x11);
+    put_patched("bad-msg-type-18", f_ack, l_ack, 2, 0x12);
     /* an ack's fields under a snapshot request's type: the count is wrong */
     put_patched("bad-msg-ack-as-snap-req", f_ack, l_ack, 2, SN_MSG_SNAP_REQ);
     put_patched("bad-msg-field-count", f_rreq, l_rreq, 0, 0x95);

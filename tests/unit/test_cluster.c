@@ -1019,6 +1019,41 @@ static void test_control_answers_an_operator(void **state)
     cluster_stop(&c);
 }
 
+/* Nodes 1.. know only node 0; node 0 knows nobody. */
+static void seed_only(int i, sn_config_t *cfg, void *arg)
+{
+    static const char *seed[2], *none[1];
+    seed[0] = ((cluster_t *) arg)->addr[0];
+    cfg->peers = i == 0 ? none : seed;
+}
+
+static void test_a_node_joining_through_one_seed_meets_every_member(void **state)
+{
+    (void) state;
+    cluster_t c;
+    memset(&c, 0, sizeof c);
+    /* seed_only reads the addresses, which cluster_start_with writes
+     * before it configures the first node */
+    cluster_start_with(&c, 4, seed_only, &c);
+    wait_connected(&c);
+    uint64_t learned = 0;
+    for (int i = 1; i < 4; i++) {
+        sn_node_stats_t st;
+        sn_node_stats(c.node[i], &st);
+        assert_int_equal(st.peers_alive, 3);
+        learned += st.members_learned;
+    }
+    /* nodes 1-3 met each other only through node 0's lists */
+    assert_true(learned >= 3);
+    /* and each hears the others' writes directly */
+    assert_int_equal(put_s(c.node[3], "s3", "k", "from-3"), 0);
+    assert_int_equal(put_s(c.node[1], "s1", "k", "from-1"), 0);
+    wait_value(c.node[1], "s3", "k", "from-3");
+    wait_value(c.node[2], "s3", "k", "from-3");
+    wait_value(c.node[3], "s1", "k", "from-1");
+    cluster_stop(&c);
+}
+
 static void test_configuration_errors_are_reported(void **state)
 {
     (void) state;
@@ -1048,6 +1083,7 @@ int main(void)
         cmocka_unit_test(test_a_write_on_any_node_is_readable_on_all),
         cmocka_unit_test(test_items_flush_and_leave_reach_every_node),
         cmocka_unit_test(test_control_answers_an_operator),
+        cmocka_unit_test(test_a_node_joining_through_one_seed_meets_every_member),
         cmocka_unit_test(test_a_peer_change_is_notified_after_it_is_readable),
         cmocka_unit_test(test_deletes_and_attribute_removals_propagate),
         cmocka_unit_test(test_a_session_expires_on_every_node),

@@ -29,7 +29,7 @@
 #include "sn_msg.h"
 
 /* The highest message type; types run 1..LAST_TYPE. */
-#define LAST_TYPE SN_MSG_CONTROL_REP
+#define LAST_TYPE SN_MSG_MEMBERS
 #include "sn_store.h"
 #include "sn_wire.h"
 
@@ -204,6 +204,10 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
         assert_int_equal(a->u.fetch_req.n, b->u.fetch_req.n);
         assert_blobs_equal(a->u.fetch_req.ids, b->u.fetch_req.ids, a->u.fetch_req.n, false);
         break;
+    case SN_MSG_MEMBERS:
+        assert_int_equal(a->u.members.n, b->u.members.n);
+        assert_blobs_equal(a->u.members.addrs, b->u.members.addrs, a->u.members.n, false);
+        break;
     case SN_MSG_FETCH_REP:
         assert_int_equal(a->u.fetch_rep.n, b->u.fetch_rep.n);
         assert_blobs_equal(a->u.fetch_rep.states, b->u.fetch_rep.states, a->u.fetch_rep.n,
@@ -324,6 +328,10 @@ static sn_msg_blob_t sample_states[] = {
     {body_a, sizeof body_a, 0, {0, NULL}},
     {body_b, sizeof body_b, 0, {0, NULL}},
 };
+static sn_msg_blob_t sample_addrs[] = {
+    {(const uint8_t *) "tcp://10.0.0.1:7400", 19, 0, {0, NULL}},
+    {(const uint8_t *) "tcp://web-2.example:7400", 23, 0, {0, NULL}},
+};
 static sn_msg_blob_t sample_ids[] = {
     {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef), {1, sample_dots}},
     {(const uint8_t *) "session-2", 9, 0, {0, NULL}},
@@ -407,6 +415,10 @@ static sn_msg_t sample(sn_msg_type_t type)
     case SN_MSG_FETCH_REP:
         m.u.fetch_rep.n = 2;
         m.u.fetch_rep.states = sample_states;
+        break;
+    case SN_MSG_MEMBERS:
+        m.u.members.n = 2;
+        m.u.members.addrs = sample_addrs;
         break;
     case SN_MSG_ACK:
         m.u.ack.origin = 1;
@@ -529,6 +541,7 @@ static void test_edge_integer_values_round_trip(void **unused)
                 break;
             case SN_MSG_FETCH_REQ:
             case SN_MSG_FETCH_REP:
+            case SN_MSG_MEMBERS:
                 break;
             case SN_MSG_ACK:
                 m.u.ack.origin = m.u.ack.pseq = v;
@@ -1061,6 +1074,21 @@ static void test_field_rules_are_enforced_both_ways(void **unused)
     m.u.heartbeat.endpoint = text;
     m.u.heartbeat.endpoint_len = SN_MSG_STR_MAX + 1;
     assert_encode_refused(&m, SN_EINVAL);
+    /* a member address over SN_MSG_STR_MAX, or empty */
+    sn_msg_blob_t addr = {text, SN_MSG_STR_MAX + 1, 0, {0, NULL}};
+    m = sample(SN_MSG_MEMBERS);
+    m.u.members.n = 1;
+    m.u.members.addrs = &addr;
+    assert_encode_refused(&m, SN_EINVAL);
+    addr.len = 0;
+    assert_encode_refused(&m, SN_EINVAL);
+    static const uint8_t empty_addr[] = {0x94, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x00};
+    assert_rejected(empty_addr, sizeof empty_addr, SN_EPROTO);
+    static const uint8_t one_addr[] = {0x94, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x01, 'x'};
+    sn_msg_decoded_t dm;
+    assert_int_equal(sn_msg_decode(one_addr, sizeof one_addr, &dm), 0);
+    assert_int_equal(dm.msg.u.members.n, 1);
+    sn_msg_release(&dm);
     uint8_t str16[7 + 3 + 256 + 2] = {0x99, 0x01, 0x02, 0x01, 0x01, 0x01, 0x01, 0xda, 0x01, 0x00};
     memset(str16 + 10, 'e', 256);
     str16[266] = 0xa0;
@@ -1203,7 +1231,7 @@ static void test_type_names(void **unused)
     static const char *const names[] = {"delta", "heartbeat", "repair_req", "repair_rep",
                                         "snap_req", "snap_credit", "snap_chunk", "digest_req",
                                         "digest_rep", "fetch_req", "fetch_rep", "ack", "deltas",
-                                        "leave", "control", "control_rep"};
+                                        "leave", "control", "control_rep", "members"};
     for (int t = SN_MSG_DELTA; t <= LAST_TYPE; t++)
         assert_string_equal(sn_msg_type_name(t), names[t - 1]);
     assert_string_equal(sn_msg_type_name(0), "unknown");
