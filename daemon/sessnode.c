@@ -247,6 +247,8 @@ static bool make_node(daemon_t *d)
     cfg.memory_limit = (size_t) o->max_memory_mb << 20;
     cfg.value_max = o->item_size_max;
     cfg.join_timeout_ms = o->join_timeout_ms;
+    cfg.suspect_ms = o->suspect_ms;
+    cfg.dead_ms = o->dead_ms;
     cfg.write_timeout_ms = o->write_timeout_ms;
     cfg.log = sd_log_node;
     cfg.log_level = o->verbose > 0 ? SN_LOG_DEBUG : SN_LOG_INFO;

@@ -33,6 +33,8 @@ enum { SD_EXIT_RUNTIME = 1, SD_EXIT_USAGE = 2 };
 #define SD_DEFAULT_MAX_CONNECTIONS 4096
 #define SD_DEFAULT_ITEM_SIZE_MAX (1024u * 1024u)
 #define SD_DEFAULT_JOIN_TIMEOUT_MS 3000
+#define SD_DEFAULT_SUSPECT_MS 1000
+#define SD_DEFAULT_DEAD_MS 3000
 #define SD_DEFAULT_WRITE_TIMEOUT_MS 1000
 #define SD_NAME_MAX 63          /* sn_member_t.name holds 63 bytes and a NUL */
 
@@ -56,6 +58,7 @@ typedef struct {
     uint32_t item_size_max;
     uint32_t max_connections;
     uint32_t join_timeout_ms;
+    uint32_t suspect_ms, dead_ms;   /* the failure detector's */
     int verbose;                /* 0 info, 1 debug, 2 debug with every connection */
 } sd_opts_t;
 

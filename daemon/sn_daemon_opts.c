@@ -42,6 +42,8 @@ enum {
     OPT_ITEM_SIZE_MAX,
     OPT_MAX_CONNECTIONS,
     OPT_JOIN_TIMEOUT,
+    OPT_SUSPECT_AFTER,
+    OPT_DEAD_AFTER,
     OPT_VERBOSE,
     OPT_HELP,
     OPT_VERSION,
@@ -61,6 +63,8 @@ static const struct option long_opts[] = {
     {"item-size-max", required_argument, NULL, OPT_ITEM_SIZE_MAX},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"join-timeout", required_argument, NULL, OPT_JOIN_TIMEOUT},
+    {"suspect-after", required_argument, NULL, OPT_SUSPECT_AFTER},
+    {"dead-after", required_argument, NULL, OPT_DEAD_AFTER},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -77,6 +81,10 @@ static const struct option long_opts[] = {
 #define MAX_CONNECTIONS_MAX 1000000
 #define JOIN_TIMEOUT_MIN 100
 #define JOIN_TIMEOUT_MAX 3600000
+#define SUSPECT_MIN 300         /* three heartbeats */
+#define SUSPECT_MAX 600000
+#define DEAD_MIN 400
+#define DEAD_MAX 3600000
 #define VERBOSE_MAX 2
 
 static void usage(FILE *out)
@@ -104,6 +112,10 @@ static void usage(FILE *out)
         "                        the node runs alone); may be repeated\n"
         "  --join-timeout MS     how long to wait for a peer to answer the join\n"
         "                        before serving alone (default %d)\n"
+        "  --suspect-after MS    a peer not heard from for this long is listed\n"
+        "                        suspect (default %d; heartbeats go every 100 ms)\n"
+        "  --dead-after MS       ... and dead, and no longer asked for repairs;\n"
+        "                        more than --suspect-after (default %d)\n"
         "  --max-memory MB       memory for sessions; past it the least recently used\n"
         "                        are evicted; 0 = unbounded (default %d)\n"
         "  --item-size-max BYTES largest value, k or m suffix allowed (default 1m,\n"
@@ -122,6 +134,7 @@ static void usage(FILE *out)
         "SIGINT leaves the cluster and exits. Exit status: 0 stopped cleanly,\n"
         "1 runtime failure (cannot bind, ...), 2 bad usage.\n",
         SD_NAME_MAX, SD_DEFAULT_LISTEN, SD_DEFAULT_CLUSTER, SD_DEFAULT_JOIN_TIMEOUT_MS,
+        SD_DEFAULT_SUSPECT_MS, SD_DEFAULT_DEAD_MS,
         SD_DEFAULT_MAX_MEMORY_MB, SD_DEFAULT_WRITE_TIMEOUT_MS, THREADS_MAX,
         SD_DEFAULT_THREADS, SD_DEFAULT_MAX_CONNECTIONS);
 }
@@ -378,6 +391,16 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
             break;
         o->join_timeout_ms = (uint32_t) n;
         return true;
+    case OPT_SUSPECT_AFTER:
+        if (!parse_uint(v, SUSPECT_MIN, SUSPECT_MAX, &n))
+            break;
+        o->suspect_ms = (uint32_t) n;
+        return true;
+    case OPT_DEAD_AFTER:
+        if (!parse_uint(v, DEAD_MIN, DEAD_MAX, &n))
+            break;
+        o->dead_ms = (uint32_t) n;
+        return true;
     case OPT_VERBOSE:   /* a number in the file; the flag counts itself */
         if (!parse_uint(v, 0, VERBOSE_MAX, &n))
             break;
@@ -396,6 +419,8 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
     case OPT_THREADS: lo = 1; hi = THREADS_MAX; break;
     case OPT_MAX_CONNECTIONS: lo = 1; hi = MAX_CONNECTIONS_MAX; break;
     case OPT_JOIN_TIMEOUT: lo = JOIN_TIMEOUT_MIN; hi = JOIN_TIMEOUT_MAX; break;
+    case OPT_SUSPECT_AFTER: lo = SUSPECT_MIN; hi = SUSPECT_MAX; break;
+    case OPT_DEAD_AFTER: lo = DEAD_MIN; hi = DEAD_MAX; break;
     case OPT_VERBOSE: hi = VERBOSE_MAX; break;
     default: break;
     }
@@ -502,6 +527,8 @@ static void defaults(sd_opts_t *o)
     o->item_size_max = SD_DEFAULT_ITEM_SIZE_MAX;
     o->max_connections = SD_DEFAULT_MAX_CONNECTIONS;
     o->join_timeout_ms = SD_DEFAULT_JOIN_TIMEOUT_MS;
+    o->suspect_ms = SD_DEFAULT_SUSPECT_MS;
+    o->dead_ms = SD_DEFAULT_DEAD_MS;
 }
 
 /* Drops duplicate peers and this node's own address, so that every daemon
@@ -619,6 +646,9 @@ void sd_opts_parse(sd_opts_t *o, int argc, char **argv)
         o->verbose = verbose_flags > VERBOSE_MAX ? VERBOSE_MAX : verbose_flags;
     tidy_peers(o);
     check_overlap(o);
+    if (o->dead_ms <= o->suspect_ms)
+        usage_error("--dead-after %u must be more than --suspect-after %u", o->dead_ms,
+                    o->suspect_ms);
     if (!o->name[0])
         default_name(o);
 }

@@ -600,9 +600,9 @@ static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
     if (!p->last_heard_ms)
         return SN_MEMBER_DEAD;
     uint64_t quiet = now - p->last_heard_ms;
-    if (quiet <= 10u * t->opt.heartbeat_ms)
+    if (quiet <= t->opt.suspect_ms)
         return SN_MEMBER_ALIVE;
-    if (quiet <= 30u * t->opt.heartbeat_ms)
+    if (quiet <= t->opt.dead_ms)
         return SN_MEMBER_SUSPECT;
     return SN_MEMBER_DEAD;
 }
@@ -2736,6 +2736,15 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     if (!t)
         return NULL;
     t->opt = *o;
+    if (!t->opt.suspect_ms)
+        t->opt.suspect_ms = 10u * t->opt.heartbeat_ms;
+    if (!t->opt.dead_ms)
+        t->opt.dead_ms = 30u * t->opt.heartbeat_ms;
+    if (t->opt.dead_ms <= t->opt.suspect_ms) {
+        /* a member would go from alive to dead with no suspicion between */
+        free(t);
+        return NULL;
+    }
     t->wake[0] = t->wake[1] = -1;
     t->epfd = -1;
     msgpack_sbuffer_init(&t->snap_states);

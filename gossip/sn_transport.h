@@ -26,6 +26,8 @@ typedef struct {
     const char *const *peers;     /* NULL-terminated cluster addresses */
     bool join;
     uint32_t heartbeat_ms;
+    uint32_t suspect_ms;          /* 0: 10 heartbeats */
+    uint32_t dead_ms;             /* 0: 30 heartbeats */
     uint32_t repair_grace_ms;
     uint32_t join_timeout_ms;
     uint32_t antientropy_ms;      /* 0: no periodic anti-entropy */

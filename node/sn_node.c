@@ -112,6 +112,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .peers = node->cfg.peers,
         .join = node->cfg.join != 0,
         .heartbeat_ms = node->cfg.heartbeat_ms,
+        .suspect_ms = node->cfg.suspect_ms,
+        .dead_ms = node->cfg.dead_ms,
         .repair_grace_ms = node->cfg.repair_grace_ms,
         .join_timeout_ms = node->cfg.join_timeout_ms,
         .antientropy_ms = node->cfg.antientropy_ms,

@@ -146,6 +146,10 @@ typedef struct {
     size_t memory_limit;        /* bytes for sessions; 0 = unbounded */
     uint32_t value_max;         /* largest value; default 1 MiB */
     uint32_t heartbeat_ms;      /* default 100 */
+    uint32_t suspect_ms;        /* a peer not heard from for this long is suspect;
+                                   0 (the default) = 10 heartbeats */
+    uint32_t dead_ms;           /* ... and dead: its repairs go elsewhere; 0 (the
+                                   default) = 30 heartbeats; above suspect_ms */
     uint32_t repair_grace_ms;   /* a gap older than this is repaired; default 20 */
     uint32_t join_timeout_ms;   /* join waits this long for a peer; default 3000 */
     uint32_t antientropy_ms;    /* compare all sessions with a random peer about this

@@ -85,19 +85,20 @@ def free_port():
 # ---------------------------------------------------------------- daemons
 
 class Daemon:
-    def __init__(self, exe, tmp, name, join=()):
+    def __init__(self, exe, tmp, name, join=(), extra=(), ports=None):
+        """extra: more flags; ports: (client, cluster) to restart a daemon
+        where it ran before (its log is then appended to)."""
         self.name = name
-        self.port = free_port()
-        self.cport = free_port()
+        self.port, self.cport = ports if ports else (free_port(), free_port())
         self.addr = "127.0.0.1:%d" % self.cport
         self.log_path = os.path.join(tmp, name + ".log")
         args = [exe, "--listen", "127.0.0.1:%d" % self.port,
-                "--cluster", self.addr, "--name", name]
+                "--cluster", self.addr, "--name", name] + list(extra)
         if join:
             args += ["--join", ",".join(d.addr for d in join)]
         log("start %s: %s" % (name, " ".join(
             [os.path.basename(exe)] + args[1:])))
-        self.logf = open(self.log_path, "wb")
+        self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf)
         self._client = None
@@ -470,8 +471,11 @@ def run(args, tmp, daemons, checks):
                       "status %s" % status)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(run=run, doc=__doc__):
+    """The harness: arguments, the time limit, cleanup of every daemon by
+    PID, sanitizer checks of their logs and the summary; `run` is the
+    test's body (test_membership.py brings its own)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--sessnode", required=True)
     ap.add_argument("--sessctl", required=True)
     ap.add_argument("--sessions", type=int, default=1000)
@@ -502,7 +506,7 @@ def main():
 
     checks = Checks()
     daemons = []
-    tmp = tempfile.mkdtemp(prefix="sn-cluster-test.")
+    tmp = tempfile.mkdtemp(prefix="sn-daemon-test.")
     error = None
     try:
         run(args, tmp, daemons, checks)

@@ -63,7 +63,8 @@ bad() {
 
 run_sync 0 --help
 [[ ! -s $SN_TMP/err ]] || sn_fail "--help wrote to stderr"
-for flag in --config --name --listen --cluster --join --join-timeout --max-memory \
+for flag in --config --name --listen --cluster --join --join-timeout --suspect-after \
+    --dead-after --max-memory \
     --item-size-max --write-concern --write-timeout --threads --max-connections \
     --verbose --help --version; do
     grep -q -- "$flag" "$SN_TMP/out" || sn_fail "--help does not list $flag"
@@ -96,6 +97,10 @@ bad "--write-concern 'k'" --write-concern k
 bad "--write-timeout '0'" --write-timeout 0
 bad "--max-connections '0'" --max-connections 0
 bad "--join-timeout 'soon'" --join-timeout soon
+bad "--suspect-after '50'" --suspect-after 50
+bad "--dead-after 'x'" --dead-after x
+bad "--dead-after 1000 must be more than --suspect-after 1000" --suspect-after 1000 --dead-after 1000
+bad "--dead-after 2000 must be more than --suspect-after 2500" --suspect-after 2500 --dead-after 2000
 bad "--item-size-max '1g'" --item-size-max 1g
 bad "--item-size-max '10'" --item-size-max 10
 bad "--listen '127.0.0.1'" --listen 127.0.0.1

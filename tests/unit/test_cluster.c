@@ -1063,6 +1063,17 @@ static void test_configuration_errors_are_reported(void **state)
     cfg.cluster = "udp://nowhere";
     assert_null(sn_node_new(&cfg));             /* unknown transport */
     cfg.cluster = "inproc://config-errors";
+    cfg.suspect_ms = 2000;
+    cfg.dead_ms = 2000;
+    assert_null(sn_node_new(&cfg));             /* no time to be suspect */
+    cfg.dead_ms = 0;                            /* 30 heartbeats: 3000 ms */
+    sn_node_t *ok = sn_node_new(&cfg);
+    assert_non_null(ok);
+    sn_node_destroy(&ok);
+    cfg.suspect_ms = 5000;                      /* past the derived 3000 */
+    assert_null(sn_node_new(&cfg));
+    cfg.suspect_ms = 0;
+    cfg.cluster = "inproc://config-errors";
     sn_node_t *a = sn_node_new(&cfg);
     assert_non_null(a);
     assert_int_equal(sn_node_wait_ready(a, 10), SN_ESTATE);

@@ -1,0 +1,133 @@
+#!/usr/bin/python3
+"""Membership and failure detection across five sessnode daemons on
+loopback, checked with `sessctl --json members` on every node.
+
+    test_membership.py --sessnode PATH --sessctl PATH
+
+A starts alone; B, C, D and E are each given A alone as their seed, and
+every node comes to list every other as alive (they meet through A's
+member list). C is killed with SIGKILL: every other node lists it dead
+within --dead-after (plus one poll of slack), having listed it suspect
+first where a poll caught it. C restarts on the same ports, a new
+process, and every node lists it alive again; it serves a session written
+while it was down. D stops on SIGTERM: every other node lists it left.
+
+The daemons run with --suspect-after 1000 --dead-after 3000 (the
+defaults, given explicitly so the bound checked here is the one
+configured). The harness (time limit, cleanup by PID, sanitizer checks of
+the daemons' logs, the summary) is test_cluster.py's.
+"""
+
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_cluster as tc  # noqa: E402
+
+SUSPECT_MS = 1000
+DEAD_MS = 3000
+POLL_S = 0.25
+
+
+def states(args, node):
+    got, raw = tc.members(args.sessctl, node)
+    return got
+
+
+def run(args, tmp, daemons, checks):
+    flags = ["--suspect-after", str(SUSPECT_MS), "--dead-after", str(DEAD_MS)]
+
+    def start(name, join=(), ports=None):
+        d = tc.Daemon(args.sessnode, tmp, name, join, flags, ports)
+        daemons.append(d)
+        d.wait_port()
+        return d
+
+    tc.log("phase 1: A alone, then B, C, D, E each with A as their only seed")
+    a = start("A")
+    nodes = [a] + [start(n, [a]) for n in "BCDE"]
+    names = [n.name for n in nodes]
+    for n in nodes:
+        want = {k: ("self" if k == n.name else "alive") for k in names}
+        checks.record("%s lists all five alive" % n.name,
+                      *tc.poll_members(args.sessctl, n, want, 15))
+    learned = 0
+    for n in nodes[1:]:
+        rc, out, err = tc.sessctl(args.sessctl, n, "stats")
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) == 2 and f[0] == "members_learned":
+                learned += int(f[1])
+    checks.record("the seeded nodes met through member lists", learned >= 3,
+                  "members_learned summed over B-E: %d" % learned)
+
+    tc.log("phase 2: kill -9 C")
+    c = nodes[2]
+    others = [n for n in nodes if n is not c]
+    c.signal_and_wait(signal.SIGKILL, 5)
+    killed = time.monotonic()
+    dead_at = {}
+    seen_suspect = set()
+    end = killed + DEAD_MS / 1000.0 + 10
+    while len(dead_at) < len(others) and time.monotonic() < end:
+        for n in others:
+            if n.name in dead_at:
+                continue
+            st = (states(args, n) or {}).get("C")
+            if st == "suspect":
+                seen_suspect.add(n.name)
+            elif st == "dead":
+                dead_at[n.name] = time.monotonic() - killed
+        time.sleep(POLL_S)
+    # a poll is one sessctl per node: allow for the round that saw it
+    bound = DEAD_MS / 1000.0 + 0.5 + len(others) * 0.3
+    for n in others:
+        t = dead_at.get(n.name)
+        checks.record("%s lists C dead within --dead-after, polling included" % n.name,
+                      t is not None and t <= bound,
+                      "after %s s (bound %.1f s)%s" % (
+                          "%.2f" % t if t is not None else "never", bound,
+                          ", suspect first" if n.name in seen_suspect else ""))
+    checks.record("C was seen suspect before dead", bool(seen_suspect),
+                  "by %s" % (", ".join(sorted(seen_suspect)) or "no node"))
+    # no false alarm among the living
+    for n in others:
+        got = states(args, n) or {}
+        bad = {k: v for k, v in got.items() if k not in ("C", n.name) and v != "alive"}
+        checks.record("%s lists every other living node alive" % n.name, not bad,
+                      "%s" % (bad or "all alive"))
+
+    tc.log("phase 3: a write while C is down, then C restarts on its ports")
+    b = nodes[1]
+    checks.record("set on B while C is down",
+                  b.client().set("while-c-was-down", b"v1", noreply=False) is True)
+    c2 = start("C", [a], ports=(c.port, c.cport))
+    nodes[2] = c2
+    for n in nodes:
+        want = {k: ("self" if k == n.name else "alive") for k in names}
+        checks.record("%s lists all five alive after C's restart" % n.name,
+                      *tc.poll_members(args.sessctl, n, want, 15))
+    checks.record("the restarted C serves the write it missed",
+                  *tc.poll_compare(c2, {"while-c-was-down": (b"v1", 0)}, (), 10))
+
+    tc.log("phase 4: SIGTERM D")
+    d = nodes[3]
+    status = d.signal_and_wait(signal.SIGTERM, 15)
+    checks.record("D exits with status 0 on SIGTERM", status == 0, "status %s" % status)
+    for n in nodes:
+        if n is d:
+            continue
+        checks.record("%s lists D left" % n.name,
+                      *tc.poll_members(args.sessctl, n, {"D": "left"}, 10))
+
+    for n in nodes:
+        if n is not d:
+            status = n.signal_and_wait(signal.SIGTERM, 15)
+            checks.record("%s exits with status 0 on SIGTERM" % n.name, status == 0,
+                          "status %s" % status)
+
+
+if __name__ == "__main__":
+    sys.exit(tc.main(run=run, doc=__doc__))
