@@ -574,6 +574,7 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
     zsock_set_linger(dealer, 0);
     zsock_set_sndhwm(dealer, 100000);
     zsock_set_rcvhwm(dealer, 100000);
+    zsock_set_maxmsgsize(dealer, SN_MSG_FRAME_MAX);
     t->check[SRC_SUB] = true;  /* connecting processes its commands */
     if (zsock_connect(dealer, "%s", router) < 0 || zsock_connect(t->sub, "%s", pub) < 0 ||
         watch(t, zsock_fd(dealer), SRC_DEALER + (uint32_t) t->npeers) < 0) {
@@ -2588,6 +2589,11 @@ static int bind_sockets(sn_transport_t *t)
     zsock_set_sndhwm(t->router, 100000);
     zsock_set_rcvhwm(t->sub, 100000);
     zsock_set_rcvhwm(t->router, 100000);
+    /* libzmq allocates a frame as soon as its header announces it: past the
+     * largest frame the protocol has, it drops the connection instead, so
+     * a bad peer cannot make this node allocate what it claims to send */
+    zsock_set_maxmsgsize(t->sub, SN_MSG_FRAME_MAX);
+    zsock_set_maxmsgsize(t->router, SN_MSG_FRAME_MAX);
     zsock_set_subscribe(t->sub, "");
     if (zsock_bind(t->pub, "%s", t->pub_ep) < 0) {
         tlog(t, SN_LOG_ERROR, "cannot bind %s: %s", t->pub_ep, zmq_strerror(zmq_errno()));
