@@ -11,6 +11,7 @@ packages=(
     clang-14 libclang-rt-14-dev valgrind
     libevent-dev
     php-cli php-memcached python3-pymemcache
+    iproute2 iptables
 )
 
 missing=()

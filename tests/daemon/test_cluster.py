@@ -471,10 +471,11 @@ def run(args, tmp, daemons, checks):
                       "status %s" % status)
 
 
-def main(run=run, doc=__doc__):
+def main(run=run, doc=__doc__, add_args=None):
     """The harness: arguments, the time limit, cleanup of every daemon by
     PID, sanitizer checks of their logs and the summary; `run` is the
-    test's body (test_membership.py brings its own)."""
+    test's body and `add_args` adds arguments (test_membership.py and
+    partition_driver.py bring their own)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--sessnode", required=True)
     ap.add_argument("--sessctl", required=True)
@@ -485,6 +486,8 @@ def main(run=run, doc=__doc__):
     ap.add_argument("--join-timeout", type=float, default=60.0)
     ap.add_argument("--time-limit", type=int, default=270,
                     help="the whole run, in seconds")
+    if add_args:
+        add_args(ap)
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
