@@ -307,6 +307,8 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "repl_bytes_received", ns.bytes_received);
     stat_u64(fn, arg, "repl_snapshot_sessions", ns.snapshot_sessions);
     stat_u64(fn, arg, "cluster_members_learned", ns.members_learned);
+    stat_u64(fn, arg, "cluster_auth_refused", ns.auth_refused);
+    stat_u64(fn, arg, "cluster_peers_without_key", ns.peers_without_key);
     stat_u64(fn, arg, "repl_tombstones", ns.tombstones);
 }
 

@@ -1,7 +1,9 @@
 /*
  * sessctl - the operator's tool: asks one sessnode node about the cluster.
  *
- *   sessctl [--node HOST:PORT] [--json] [--timeout MS] COMMAND [ARG]
+ *   sessctl [--node HOST:PORT] [--json] [--timeout MS] [--cert FILE --allow DIR]
+ *           COMMAND [ARG]
+ *   sessctl keygen NAME [--dir DIR] [--address HOST:PORT]
  *
  * --node is the node's cluster address (its --cluster); the request goes to
  * the ROUTER socket the node binds on the next port, as a `control` frame
@@ -15,6 +17,10 @@
  */
 #define _GNU_SOURCE
 #include <czmq.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <msgpack.h>
@@ -26,6 +32,7 @@
 
 #include "mc_key.h"
 #include "sessnode.h"
+#include "sn_curve.h"
 #include "sn_msg.h"
 #include "sn_transport.h"
 
@@ -37,9 +44,11 @@ enum { EXIT_USAGE = 2 };
 static void usage(FILE *out)
 {
     fprintf(out,
-            "Usage: sessctl [--node HOST:PORT] [--json] [--timeout MS] COMMAND [ARG]\n"
+            "Usage: sessctl [--node HOST:PORT] [--json] [--timeout MS]\n"
+            "               [--cert FILE --allow DIR] COMMAND [ARG]\n"
+            "       sessctl keygen NAME [--dir DIR] [--address HOST:PORT]\n"
             "\n"
-            "Asks a sessnode node about its cluster.\n"
+            "Asks a sessnode node about its cluster, or makes a node's certificate.\n"
             "\n"
             "Commands:\n"
             "  members          the node and its peers: name, address, state, last heard,\n"
@@ -49,17 +58,30 @@ static void usage(FILE *out)
             "                   access, expiry; KEY as a memcached client sent it\n"
             "  join HOST:PORT   make the node replicate with the node at that cluster address\n"
             "  leave            make the node leave the cluster (its daemon then exits)\n"
+            "  keygen NAME      write a new CURVE certificate: DIR/NAME.cert (public: copy\n"
+            "                   it into every member's allow-list directory) and\n"
+            "                   DIR/NAME.cert_secret (secret: give it to that node only);\n"
+            "                   with --address, the certificate names the node's cluster\n"
+            "                   address, so that peers given that address find its key\n"
             "\n"
             "Options may come before or after the command.\n"
             "Options:\n"
             "  --node HOST:PORT the node's cluster address, as given to its --cluster\n"
-            "                   (default " DEFAULT_NODE ")\n"
+            "                   (default " DEFAULT_NODE ", or $SESSCTL_NODE)\n"
             "  --json           print the answer as JSON, for scripts\n"
             "  --timeout MS     how long to wait for the answer (default %d)\n"
+            "  --cert FILE      for a node whose bus is secured: a certificate whose key is\n"
+            "                   on the node's allow-list (default $SESSCTL_CERT)\n"
+            "  --allow DIR      ...and the directory of the members' public certificates:\n"
+            "                   the node's key is the one whose certificate names its\n"
+            "                   address, else --cert's own (default $SESSCTL_ALLOW)\n"
+            "  --dir DIR        keygen: where to write (default .)\n"
+            "  --address HOST:PORT keygen: the node's cluster address\n"
             "  -h, --help       this text\n"
             "  --version        the version\n"
             "\n"
-            "Exit status: 0 done, 1 the node did not answer or refused, 2 bad usage.\n",
+            "Exit status: 0 done, 1 the node did not answer or refused (keygen: cannot\n"
+            "write), 2 bad usage.\n",
             DEFAULT_TIMEOUT_MS);
 }
 
@@ -358,8 +380,51 @@ static void print_session(const msgpack_object *root)
 
 /* ------------------------------------------------------------ the request */
 
+/* Writes NAME.cert and NAME.cert_secret in dir; never over existing files,
+ * since a lost secret key would lock a node out of its cluster. */
+static int keygen(const char *name, const char *dir, const char *address)
+{
+    for (const char *p = name; *p; p++)
+        if (!isalnum((unsigned char) *p) && !strchr("-_.", *p))
+            usage_error("keygen: the name '%s' may hold letters, digits, '-', '_' and '.' only",
+                        name);
+    char path[4096], secret[4200];
+    if (snprintf(path, sizeof path, "%s/%s.cert", dir, name) >= (int) sizeof path)
+        usage_error("keygen: --dir is too long");
+    snprintf(secret, sizeof secret, "%s_secret", path);
+    if (access(path, F_OK) == 0 || access(secret, F_OK) == 0) {
+        fprintf(stderr, "sessctl: %s or %s exists already; not overwriting it\n", path,
+                secret);
+        return 1;
+    }
+    zcert_t *cert = zcert_new();
+    if (!cert) {
+        fprintf(stderr, "sessctl: cannot make a key pair\n");
+        return 1;
+    }
+    zcert_set_meta(cert, "name", "%s", name);
+    if (address)
+        zcert_set_meta(cert, SN_CURVE_META_ADDRESS, "%s", address);
+    /* the secret file is created unreadable to others from the start */
+    mode_t old = umask(077);
+    int rc = zcert_save(cert, path);
+    umask(old);
+    if (rc == 0)
+        rc = chmod(path, 0644);
+    if (rc != 0) {
+        fprintf(stderr, "sessctl: cannot write %s: %s\n", path, strerror(errno));
+        zcert_destroy(&cert);
+        return 1;
+    }
+    printf("public key %s\n%s (public: into every member's allow-list directory)\n"
+           "%s (secret: this node's --cert reads it; keep it private)\n",
+           zcert_public_txt(cert), path, secret);
+    zcert_destroy(&cert);
+    return 0;
+}
+
 static int ask(const char *node, const char *command, const char *arg, int timeout_ms,
-               sn_msg_decoded_t *answer)
+               const char *cert, const char *allow, sn_msg_decoded_t *answer)
 {
     char cluster[300], pub[300], router[300];
     snprintf(cluster, sizeof cluster, "%s%s", strstr(node, "://") ? "" : "tcp://", node);
@@ -367,6 +432,22 @@ static int ask(const char *node, const char *command, const char *arg, int timeo
         usage_error("--node '%s': want HOST:PORT (the node's --cluster address)", node);
     zsys_set_logstream(NULL);
     zsock_t *dealer = zsock_new(ZMQ_DEALER);
+    if (dealer && cert) {
+        char err[4400], key[SN_CURVE_KEY_TXT];
+        sn_curve_t *curve = sn_curve_new(cert, NULL, err, sizeof err);
+        if (!curve) {
+            fprintf(stderr, "sessctl: --cert: %s\n", err);
+            zsock_destroy(&dealer);
+            return 1;
+        }
+        /* no certificate naming the address: the node is taken to be the
+         * one whose certificate this is, as when an operator uses a
+         * node's own certificate on its host */
+        if (!sn_curve_key_for(allow, cluster, key))
+            snprintf(key, sizeof key, "%s", sn_curve_public_txt(curve));
+        sn_curve_client(curve, dealer, key);
+        sn_curve_destroy(&curve);
+    }
     if (!dealer || zsock_connect(dealer, "%s", router) < 0) {
         fprintf(stderr, "sessctl: cannot connect to %s\n", router);
         zsock_destroy(&dealer);
@@ -394,7 +475,8 @@ static int ask(const char *node, const char *command, const char *arg, int timeo
     if (!ready) {
         fprintf(stderr,
                 "sessctl: no answer from %s within %d ms (is a sessnode running there? "
-                "--node takes the node's --cluster address; requests go to port+1)\n",
+                "--node takes the node's --cluster address; requests go to port+1. "
+                "A node with a secured bus answers only a --cert on its allow-list)\n",
                 node, timeout_ms);
         zsock_destroy(&dealer);
         return 1;
@@ -418,10 +500,16 @@ int main(int argc, char **argv)
     const char *node = getenv("SESSCTL_NODE") ? getenv("SESSCTL_NODE") : DEFAULT_NODE;
     bool as_json = false;
     int timeout_ms = DEFAULT_TIMEOUT_MS;
+    const char *cert = getenv("SESSCTL_CERT"), *allow = getenv("SESSCTL_ALLOW");
+    const char *dir = ".", *address = NULL;
     static const struct option opts[] = {
         {"node", required_argument, NULL, 'n'},
         {"json", no_argument, NULL, 'j'},
         {"timeout", required_argument, NULL, 't'},
+        {"cert", required_argument, NULL, 'c'},
+        {"allow", required_argument, NULL, 'a'},
+        {"dir", required_argument, NULL, 'd'},
+        {"address", required_argument, NULL, 'A'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -440,6 +528,10 @@ int main(int argc, char **argv)
             timeout_ms = (int) v;
             break;
         }
+        case 'c': cert = optarg; break;
+        case 'a': allow = optarg; break;
+        case 'd': dir = optarg; break;
+        case 'A': address = optarg; break;
         case 'h': usage(stdout); return 0;
         case 'V': printf("sessctl %s\n", sn_version()); return 0;
         case '?':
@@ -451,9 +543,28 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        usage_error("no command (members, stats, session KEY, join HOST:PORT, leave)");
+        usage_error("no command (members, stats, session KEY, join HOST:PORT, leave, keygen NAME)");
     const char *cmd = argv[optind++];
     const char *arg = NULL;
+    if (strcmp(cmd, "keygen") == 0) {
+        if (optind >= argc)
+            usage_error("keygen needs a NAME (the node's name: NAME.cert is written)");
+        const char *name = argv[optind++];
+        if (optind < argc)
+            usage_error("unexpected argument '%s'", argv[optind]);
+        if (address) {
+            char full[300], pub[300], router[300];
+            snprintf(full, sizeof full, "%s%s", strstr(address, "://") ? "" : "tcp://", address);
+            if (sn_transport_endpoints(full, pub, sizeof pub, router, sizeof router))
+                usage_error("--address '%s': want HOST:PORT (the node's --cluster)", address);
+        }
+        return keygen(name, dir, address);
+    }
+    if (!cert != !allow)
+        usage_error("%s needs %s too (the node's key is found there by its address)",
+                    cert ? "--cert" : "--allow", cert ? "--allow" : "--cert");
+    if (address || strcmp(dir, ".") != 0)
+        usage_error("--dir and --address are for keygen");
     bool wants_arg = strcmp(cmd, "session") == 0 || strcmp(cmd, "join") == 0;
     if (!wants_arg && strcmp(cmd, "members") && strcmp(cmd, "stats") && strcmp(cmd, "leave"))
         usage_error("unknown command '%s'", cmd);
@@ -481,7 +592,7 @@ int main(int argc, char **argv)
         }
     }
     sn_msg_decoded_t answer;
-    int rc = ask(node, cmd, arg, timeout_ms, &answer);
+    int rc = ask(node, cmd, arg, timeout_ms, cert, allow, &answer);
     if (rc)
         return rc;
     const sn_msg_t *m = &answer.msg;

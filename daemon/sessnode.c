@@ -249,6 +249,8 @@ static bool make_node(daemon_t *d)
     cfg.join_timeout_ms = o->join_timeout_ms;
     cfg.suspect_ms = o->suspect_ms;
     cfg.dead_ms = o->dead_ms;
+    cfg.curve_cert = o->cert[0] ? o->cert : NULL;
+    cfg.curve_allow = o->allow[0] ? o->allow : NULL;
     cfg.write_timeout_ms = o->write_timeout_ms;
     cfg.log = sd_log_node;
     cfg.log_level = o->verbose > 0 ? SN_LOG_DEBUG : SN_LOG_INFO;
@@ -307,6 +309,11 @@ static bool start_node(daemon_t *d)
 {
     int rc = sn_node_start(d->node);
     if (rc != 0) {
+        if (rc == SN_EINVAL && d->o.cert[0]) {
+            sd_log(SD_LOG_ERROR, "cannot start the node: --cert %s or --allow %s is unusable "
+                   "(the line above says why)", d->o.cert, d->o.allow);
+            return false;
+        }
         unsigned port = ntohs(d->o.cluster.sa.sin_port);
         char why[128];
         explain_cluster_ports(&d->o.cluster, why, sizeof why);

@@ -59,6 +59,9 @@ typedef struct {
     uint32_t max_connections;
     uint32_t join_timeout_ms;
     uint32_t suspect_ms, dead_ms;   /* the failure detector's */
+    char cert[4096];            /* --cert, "" = the bus is not secured */
+    char allow[4096];           /* --allow */
+    bool insecure_bus;          /* a plain bus off loopback is on purpose */
     int verbose;                /* 0 info, 1 debug, 2 debug with every connection */
 } sd_opts_t;
 

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "sn_daemon.h"
@@ -44,6 +45,9 @@ enum {
     OPT_JOIN_TIMEOUT,
     OPT_SUSPECT_AFTER,
     OPT_DEAD_AFTER,
+    OPT_CERT,
+    OPT_ALLOW,
+    OPT_INSECURE_BUS,
     OPT_VERBOSE,
     OPT_HELP,
     OPT_VERSION,
@@ -65,6 +69,9 @@ static const struct option long_opts[] = {
     {"join-timeout", required_argument, NULL, OPT_JOIN_TIMEOUT},
     {"suspect-after", required_argument, NULL, OPT_SUSPECT_AFTER},
     {"dead-after", required_argument, NULL, OPT_DEAD_AFTER},
+    {"cert", required_argument, NULL, OPT_CERT},
+    {"allow", required_argument, NULL, OPT_ALLOW},
+    {"insecure-bus", no_argument, NULL, OPT_INSECURE_BUS},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -116,6 +123,15 @@ static void usage(FILE *out)
         "                        suspect (default %d; heartbeats go every 100 ms)\n"
         "  --dead-after MS       ... and dead, and no longer asked for repairs;\n"
         "                        more than --suspect-after (default %d)\n"
+        "  --cert FILE           secure the cluster bus with CurveZMQ: this node's\n"
+        "                        certificate (NAME.cert from 'sessctl keygen', with\n"
+        "                        NAME.cert_secret beside it)\n"
+        "  --allow DIR           with --cert: the members' public certificates; a\n"
+        "                        peer whose key is not there cannot connect. A\n"
+        "                        --join peer is found there by its 'address'\n"
+        "  --insecure-bus        allow a plain-text bus on a --cluster address that\n"
+        "                        is not loopback (without it, such a node needs\n"
+        "                        --cert and --allow)\n"
         "  --max-memory MB       memory for sessions; past it the least recently used\n"
         "                        are evicted; 0 = unbounded (default %d)\n"
         "  --item-size-max BYTES largest value, k or m suffix allowed (default 1m,\n"
@@ -401,6 +417,40 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
             break;
         o->dead_ms = (uint32_t) n;
         return true;
+    case OPT_CERT:
+    case OPT_ALLOW: {
+        char *dst = id == OPT_CERT ? o->cert : o->allow;
+        struct stat sb;
+        if (!*v || strlen(v) >= sizeof o->cert) {
+            snprintf(err, errlen, "expected a path");
+            return false;
+        }
+        if (stat(v, &sb) != 0 || access(v, R_OK) != 0) {
+            snprintf(err, errlen, "cannot read it: %s", strerror(errno ? errno : EACCES));
+            return false;
+        }
+        if (id == OPT_ALLOW && !S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "not a directory");
+            return false;
+        }
+        if (id == OPT_CERT && !S_ISREG(sb.st_mode)) {
+            snprintf(err, errlen, "not a file");
+            return false;
+        }
+        snprintf(dst, sizeof o->cert, "%s", v);
+        return true;
+    }
+    case OPT_INSECURE_BUS:  /* yes/no in the file; the flag alone means yes */
+        if (!v || strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+            o->insecure_bus = true;
+            return true;
+        }
+        if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+            o->insecure_bus = false;
+            return true;
+        }
+        snprintf(err, errlen, "expected yes or no");
+        return false;
     case OPT_VERBOSE:   /* a number in the file; the flag counts itself */
         if (!parse_uint(v, 0, VERBOSE_MAX, &n))
             break;
@@ -558,6 +608,22 @@ static void check_overlap(const sd_opts_t *o)
                     o->listen.text, cport, cport + 1, o->cluster.text);
 }
 
+/* A bus that leaves the machine is secured, unless the operator says
+ * otherwise in so many words: anyone who can reach a plain-text bus reads
+ * every session and can write any. */
+static void check_security(const sd_opts_t *o)
+{
+    if (!o->cert[0] != !o->allow[0])
+        usage_error("%s needs %s too: a certificate without an allow-list would let any "
+                    "key in, an allow-list without a certificate secures nothing",
+                    o->cert[0] ? "--cert" : "--allow", o->cert[0] ? "--allow" : "--cert");
+    bool loopback = (ntohl(o->cluster.sa.sin_addr.s_addr) >> 24) == 127;
+    if (!o->cert[0] && !loopback && !o->insecure_bus)
+        usage_error("--cluster %s is not a loopback address: secure the bus with --cert and "
+                    "--allow (see 'sessctl keygen'), or say --insecure-bus",
+                    o->cluster.text);
+}
+
 static void default_name(sd_opts_t *o)
 {
     char host[256];
@@ -649,6 +715,7 @@ void sd_opts_parse(sd_opts_t *o, int argc, char **argv)
     if (o->dead_ms <= o->suspect_ms)
         usage_error("--dead-after %u must be more than --suspect-after %u", o->dead_ms,
                     o->suspect_ms);
+    check_security(o);
     if (!o->name[0])
         default_name(o);
 }

@@ -65,7 +65,7 @@ static const uint8_t sn_msg_fields[SN_MSG_TYPE_MAX + 1] = {
     [SN_MSG_LEAVE] = 0,
     [SN_MSG_CONTROL] = 2,
     [SN_MSG_CONTROL_REP] = 2,
-    [SN_MSG_MEMBERS] = 1,
+    [SN_MSG_MEMBERS] = 2,
 };
 
 static const char *const sn_msg_names[SN_MSG_TYPE_MAX + 1] = {
@@ -214,7 +214,10 @@ static int sn_msg_check(const sn_msg_t *m, uint64_t *raw)
         return sn_msg_blobs_ok(m->u.fetch_req.ids, m->u.fetch_req.n, 1, SN_ID_MAX, raw)
                    ? 0 : SN_EINVAL;
     case SN_MSG_MEMBERS:
-        return sn_msg_blobs_ok(m->u.members.addrs, m->u.members.n, 1, SN_MSG_STR_MAX, raw)
+        return sn_msg_blobs_ok(m->u.members.addrs, m->u.members.n, 1, SN_MSG_STR_MAX, raw) &&
+                       sn_msg_blobs_ok(m->u.members.keys, m->u.members.nkeys, 0,
+                                       SN_MSG_KEY_MAX, raw) &&
+                       m->u.members.nkeys == m->u.members.n
                    ? 0 : SN_EINVAL;
     case SN_MSG_FETCH_REP:
         return sn_msg_blobs_ok(m->u.fetch_rep.states, m->u.fetch_rep.n, 1, SN_WIRE_FRAME_MAX,
@@ -308,6 +311,7 @@ static int sn_msg_pack_fields(msgpack_packer *pk, const sn_msg_t *m)
         break;
     case SN_MSG_MEMBERS:
         err |= sn_msg_pack_bins(pk, m->u.members.addrs, m->u.members.n);
+        err |= sn_msg_pack_bins(pk, m->u.members.keys, m->u.members.nkeys);
         break;
     case SN_MSG_FETCH_REP:
         err |= sn_msg_pack_bins(pk, m->u.fetch_rep.states, m->u.fetch_rep.n);
@@ -403,7 +407,7 @@ static int sn_msg_read_list(sn_msg_reader_t *r, uint32_t *n)
 
 /* A list of blobs: plain bins (digests false) or [bin, digest, vector]
  * records. */
-static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
+static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t min, uint32_t max,
                              uint32_t *count, sn_msg_blob_t **list)
 {
     uint32_t n;
@@ -418,7 +422,7 @@ static int sn_msg_read_blobs(sn_msg_reader_t *r, bool digests, uint32_t max,
         memset(b, 0, sizeof *b);
         if (digests && (rc = sn_mpack_expect_array(&r->m, SN_MSG_DIGEST_FIELDS)))
             return rc;
-        if ((rc = sn_mpack_read_bytes(&r->m, false, 1, max, &b->bytes, &b->len)))
+        if ((rc = sn_mpack_read_bytes(&r->m, false, min, max, &b->bytes, &b->len)))
             return rc;
         if (digests && ((rc = sn_mpack_read_uint(&r->m, &b->digest)) ||
                         (rc = sn_mpack_read_vv(&r->m, &b->vv))))
@@ -512,7 +516,7 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
             return rc;
         if (!m->u.snap_chunk.last && m->u.snap_chunk.cut.n)
             return SN_EPROTO;
-        if ((rc = sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.snap_chunk.n,
+        if ((rc = sn_msg_read_blobs(r, false, 1, SN_WIRE_FRAME_MAX, &m->u.snap_chunk.n,
                                     &m->u.snap_chunk.states)))
             return rc;
         return sn_mpack_read_uint(&r->m, &m->u.snap_chunk.sessions);
@@ -524,15 +528,19 @@ static int sn_msg_read_fields(sn_msg_reader_t *r, sn_msg_t *m)
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.digest_rep.next_cursor)) ||
             (rc = sn_mpack_read_bool(&r->m, &m->u.digest_rep.done)))
             return rc;
-        return sn_msg_read_blobs(r, true, SN_ID_MAX, &m->u.digest_rep.n,
+        return sn_msg_read_blobs(r, true, 1, SN_ID_MAX, &m->u.digest_rep.n,
                                  &m->u.digest_rep.entries);
     case SN_MSG_FETCH_REQ:
-        return sn_msg_read_blobs(r, false, SN_ID_MAX, &m->u.fetch_req.n, &m->u.fetch_req.ids);
+        return sn_msg_read_blobs(r, false, 1, SN_ID_MAX, &m->u.fetch_req.n, &m->u.fetch_req.ids);
     case SN_MSG_MEMBERS:
-        return sn_msg_read_blobs(r, false, SN_MSG_STR_MAX, &m->u.members.n,
-                                 &m->u.members.addrs);
+        if ((rc = sn_msg_read_blobs(r, false, 1, SN_MSG_STR_MAX, &m->u.members.n,
+                                    &m->u.members.addrs)) ||
+            (rc = sn_msg_read_blobs(r, false, 0, SN_MSG_KEY_MAX, &m->u.members.nkeys,
+                                    &m->u.members.keys)))
+            return rc;
+        return m->u.members.nkeys == m->u.members.n ? 0 : SN_EPROTO;
     case SN_MSG_FETCH_REP:
-        return sn_msg_read_blobs(r, false, SN_WIRE_FRAME_MAX, &m->u.fetch_rep.n,
+        return sn_msg_read_blobs(r, false, 1, SN_WIRE_FRAME_MAX, &m->u.fetch_rep.n,
                                  &m->u.fetch_rep.states);
     case SN_MSG_ACK:
         if ((rc = sn_mpack_read_uint(&r->m, &m->u.ack.origin)))

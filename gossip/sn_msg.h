@@ -45,6 +45,7 @@
 
 /* The longest heartbeat endpoint or name, in bytes. */
 #define SN_MSG_STR_MAX 255u
+#define SN_MSG_KEY_MAX 32u      /* a CURVE public key, binary */
 
 typedef enum {
     SN_MSG_DELTA = 1,        /* PUB: one local write, in publish order */
@@ -198,6 +199,9 @@ typedef struct {
             uint32_t n;              /* addresses, <= SN_MSG_ITEMS_MAX */
             sn_msg_blob_t *addrs;    /* bytes = a member's cluster address
                                         (1..SN_MSG_STR_MAX); digest 0 */
+            uint32_t nkeys;          /* == n */
+            sn_msg_blob_t *keys;     /* the same member's CURVE public key
+                                        (SN_MSG_KEY_MAX bytes), or empty */
         } members;
     } u;
 } sn_msg_t;

@@ -76,6 +76,7 @@
 #include <unistd.h>
 
 #include "sn_backlog.h"
+#include "sn_curve.h"
 #include "sn_msg.h"
 #include "sn_tracker.h"
 #include "sn_wire.h"
@@ -108,8 +109,10 @@
 #define SETTLE_MS 1000              /* then the session is fetched whole */
 
 /* What the actor's epoll set watches: the actor pipe, the local queue's
- * wake-up pipe, SUB, ROUTER, then one DEALER per peer (by peer index). */
-enum { SRC_PIPE, SRC_QUEUE, SRC_SUB, SRC_ROUTER, SRC_DEALER };
+ * wake-up pipe, SUB, ROUTER, the monitors of PUB, ROUTER and SUB (on a
+ * secured bus: refused handshakes), then one DEALER per peer (by peer
+ * index). */
+enum { SRC_PIPE, SRC_QUEUE, SRC_SUB, SRC_ROUTER, SRC_MON, SRC_DEALER = SRC_MON + 3 };
 #define SOURCES (SRC_DEALER + PEERS_MAX)
 
 /* ------------------------------------------------------------ types */
@@ -144,6 +147,8 @@ typedef struct {
 typedef struct {
     char address[ADDR_MAX];
     char router[ADDR_MAX];
+    char key[SN_CURVE_KEY_TXT]; /* its CURVE public key, on a secured bus */
+    uint64_t dialed_ms;         /* when its connections were last (re)made */
     zsock_t *dealer;
     uint64_t node_id;
     char name[64];
@@ -258,13 +263,16 @@ struct sn_transport {
             deltas_dropped, duplicates, gaps_detected, repairs_requested, repaired,
             full_fetches, resyncs, resync_settled, bad_frames, apply_refused, queue_overflows,
             acks_timed_out, acks_refused, bytes_sent, bytes_received, snapshot_sessions,
-            members_learned;
+            members_learned, auth_refused, peers_without_key;
     } st;
 
     zc_pool_t *zc;
 
     /* actor-owned */
     zsock_t *pub, *router, *sub;
+    sn_curve_t *curve;          /* NULL: the bus is not secured */
+    zsock_t *mon[3];            /* handshake events of pub, router, sub */
+    uint64_t auth_log_ms, auth_unlogged;
     msgpack_sbuffer pub_frame;    /* the delta frame being published */
     msgpack_sbuffer snap_states;  /* a chunk's states, kept between chunks */
     sn_msg_blob_t *snap_items;
@@ -551,8 +559,28 @@ static peer_t *peer_by_id(sn_transport_t *t, uint64_t id)
     return NULL;
 }
 
-/* Adds a peer and connects to it (actor thread). */
-static peer_t *peer_add(sn_transport_t *t, const char *address)
+/* The key to connect to `address` with on a secured bus: the one the
+ * caller learned (a member list, the peer's own authenticated handshake),
+ * else the certificate in the allow-list that names the address. */
+static bool peer_key(sn_transport_t *t, const char *address, const char *learned,
+                     char key[SN_CURVE_KEY_TXT])
+{
+    if (learned) {
+        snprintf(key, SN_CURVE_KEY_TXT, "%s", learned);
+        return true;
+    }
+    if (sn_curve_key_for(t->opt.curve_allow, address, key))
+        return true;
+    count(&t->st.peers_without_key, 1);
+    tlog(t, SN_LOG_WARN,
+         "no key for %s: put its certificate, with %s = \"%s\" in its metadata, in %s",
+         address, SN_CURVE_META_ADDRESS, address, t->opt.curve_allow);
+    return false;
+}
+
+/* Adds a peer and connects to it (actor thread). On a secured bus `key`
+ * is its public key if known (NULL: look it up). */
+static peer_t *peer_add(sn_transport_t *t, const char *address, const char *key)
 {
     if (strcmp(address, t->cluster) == 0)
         return NULL;
@@ -568,6 +596,9 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
         tlog(t, SN_LOG_WARN, "bad peer address %s", address);
         return NULL;
     }
+    char server_key[SN_CURVE_KEY_TXT] = "";
+    if (t->curve && !peer_key(t, address, key, server_key))
+        return NULL;
     zsock_t *dealer = zsock_new(ZMQ_DEALER);
     if (!dealer)
         return NULL;
@@ -575,6 +606,10 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
     zsock_set_sndhwm(dealer, 100000);
     zsock_set_rcvhwm(dealer, 100000);
     zsock_set_maxmsgsize(dealer, SN_MSG_FRAME_MAX);
+    if (t->curve) {
+        sn_curve_client(t->curve, dealer, server_key);
+        sn_curve_client(t->curve, t->sub, server_key);
+    }
     t->check[SRC_SUB] = true;  /* connecting processes its commands */
     if (zsock_connect(dealer, "%s", router) < 0 || zsock_connect(t->sub, "%s", pub) < 0 ||
         watch(t, zsock_fd(dealer), SRC_DEALER + (uint32_t) t->npeers) < 0) {
@@ -587,6 +622,8 @@ static peer_t *peer_add(sn_transport_t *t, const char *address)
     memset(p, 0, sizeof *p);
     snprintf(p->address, sizeof p->address, "%s", address);
     snprintf(p->router, sizeof p->router, "%s", router);
+    snprintf(p->key, sizeof p->key, "%s", server_key);
+    p->dialed_ms = mono_ms();
     p->dealer = dealer;
     p->subscribed = true;
     pthread_mutex_unlock(&t->mlock);
@@ -606,6 +643,33 @@ static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
     if (quiet <= t->opt.dead_ms)
         return SN_MEMBER_SUSPECT;
     return SN_MEMBER_DEAD;
+}
+
+/* On a secured bus, libzmq gives up on a connection whose handshake was
+ * refused (a key not yet on the peer's allow-list, say) instead of retrying
+ * it. So the connections to a peer not heard from for a while are made
+ * anew now and then: one added to the allow-list since gets in without a
+ * restart. A peer that is just down costs a reconnect it would make anyway. */
+#define REDIAL_MS 5000
+static void redial(sn_transport_t *t, uint64_t now)
+{
+    for (size_t i = 0; t->curve && i < t->npeers; i++) {
+        peer_t *p = &t->peers[i];
+        char pub[ADDR_MAX], router[ADDR_MAX];
+        if (member_state(t, p, now) != SN_MEMBER_DEAD || now - p->dialed_ms < REDIAL_MS ||
+            sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+            continue;
+        p->dialed_ms = now;
+        zsock_disconnect(t->sub, "%s", pub);
+        sn_curve_client(t->curve, t->sub, p->key);
+        zsock_disconnect(p->dealer, "%s", router);
+        if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0)
+            tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
+        else
+            tlog(t, SN_LOG_DEBUG, "reconnecting to %s, not heard from", p->address);
+        t->check[SRC_SUB] = true;
+        t->check[SRC_DEALER + i] = true;
+    }
 }
 
 /* A random alive peer, else a random suspect one, else NULL. */
@@ -1291,7 +1355,9 @@ static void join_tick(sn_transport_t *t, uint64_t now);
 static void heartbeat(sn_transport_t *t, peer_t *only);
 static void gossip_members(sn_transport_t *t, peer_t *only);
 
-static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
+/* `key`: the sender's public key as its handshake proved it (a heartbeat
+ * sent point to point on a secured bus), else NULL. */
+static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key)
 {
     char address[ADDR_MAX];
     uint32_t n = m->u.heartbeat.endpoint_len < ADDR_MAX - 1 ? m->u.heartbeat.endpoint_len
@@ -1302,7 +1368,7 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m)
         return;
     peer_t *p = peer_by_id(t, m->sender);
     if (!p)
-        p = peer_add(t, address);
+        p = peer_add(t, address, key);
     if (!p)
         return;
     pthread_mutex_lock(&t->mlock);
@@ -1386,10 +1452,16 @@ static void on_members(sn_transport_t *t, const sn_msg_t *m)
         address[a->len] = 0;
         if (strcmp(address, t->cluster) == 0 || peer_by_address(t, address))
             continue;
+        /* the list comes from a member, over an authenticated connection
+         * on a secured bus: the keys in it are the members' */
+        char key[SN_CURVE_KEY_TXT];
+        const sn_msg_blob_t *k = &m->u.members.keys[i];
+        if (k->len == SN_CURVE_KEY_BIN)
+            sn_curve_key_encode(k->bytes, key);
         tlog(t, SN_LOG_INFO, "learned of member %s from %016llx", address,
              (unsigned long long) m->sender);
         count(&t->st.members_learned, 1);
-        peer_add(t, address);
+        peer_add(t, address, k->len == SN_CURVE_KEY_BIN ? key : NULL);
     }
 }
 
@@ -1402,7 +1474,7 @@ static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bo
     }
     const sn_msg_t *m = &dm.msg;
     if (m->type == SN_MSG_HEARTBEAT) {
-        on_heartbeat(t, m);
+        on_heartbeat(t, m, NULL);
     } else if (m->type == SN_MSG_LEAVE) {
         on_leave(t, m);
     } else if (m->type == SN_MSG_MEMBERS) {
@@ -2172,21 +2244,26 @@ static void gossip_members(sn_transport_t *t, peer_t *only)
     if (t->leaving)
         return;
     uint64_t now = mono_ms();
-    sn_msg_blob_t addrs[PEERS_MAX];
+    sn_msg_blob_t addrs[PEERS_MAX], keys[PEERS_MAX];
+    unsigned char bins[PEERS_MAX][SN_CURVE_KEY_BIN];
     uint32_t n = 0;
     for (size_t i = 0; i < t->npeers; i++) {
         peer_t *p = &t->peers[i];
         if (p == only || member_state(t, p, now) != SN_MEMBER_ALIVE)
             continue;
-        addrs[n++] = (sn_msg_blob_t) {(const uint8_t *) p->address,
-                                      (uint32_t) strlen(p->address), 0, {0, NULL}};
+        addrs[n] = (sn_msg_blob_t) {(const uint8_t *) p->address,
+                                    (uint32_t) strlen(p->address), 0, {0, NULL}};
+        bool keyed = p->key[0] && sn_curve_key_decode(p->key, strlen(p->key), bins[n]);
+        keys[n] = (sn_msg_blob_t) {bins[n], keyed ? SN_CURVE_KEY_BIN : 0, 0, {0, NULL}};
+        n++;
     }
     t->hb_since_members = 0;
     if (n == 0)
         return;
     sn_msg_t m = {.type = SN_MSG_MEMBERS, .sender = t->opt.node_id};
-    m.u.members.n = n;
+    m.u.members.n = m.u.members.nkeys = n;
     m.u.members.addrs = addrs;
+    m.u.members.keys = keys;
     send_msg(t, only ? only->dealer : t->pub, NULL, &m);
 }
 
@@ -2323,7 +2400,7 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
     X(duplicates) X(gaps_detected) X(repairs_requested) X(repaired) X(full_fetches)        \
     X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
     X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
-    X(peers_alive) X(members_learned)
+    X(peers_alive) X(members_learned) X(auth_refused) X(peers_without_key)
 #define COUNT_(f) +1
     msgpack_pack_map(pk, 12 STATS_FIELDS(COUNT_));
 #undef COUNT_
@@ -2454,9 +2531,12 @@ static void on_control(sn_transport_t *t, zframe_t *identity, const sn_msg_t *m)
             control_error(t, identity, SN_EINVAL, "bad address '%s' (want HOST:PORT)", arg);
             goto out;
         }
-        peer_t *p = peer_add(t, address);
+        peer_t *p = peer_add(t, address, NULL);
         if (!p) {
-            control_error(t, identity, SN_EADDR, "cannot add peer %s", arg);
+            control_error(t, identity, SN_EADDR,
+                          t->curve ? "cannot add peer %s (is its certificate, naming its "
+                                     "address, in the allow-list?)"
+                                   : "cannot add peer %s", arg);
             goto out;
         }
         heartbeat(t, p);
@@ -2481,6 +2561,16 @@ out:
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* The public key a frame's sender proved in its handshake: zauth names a
+ * CURVE client by its key (the User-Id property). */
+static const char *sender_key(sn_transport_t *t, zframe_t *frame)
+{
+    if (!t->curve)
+        return NULL;
+    const char *uid = zframe_meta(frame, "User-Id");
+    return uid && strlen(uid) == SN_CURVE_KEY_TXT - 1 ? uid : NULL;
+}
+
 /* The on_* readers return true when they stopped at their quota with more
  * possibly waiting. */
 static bool on_router(sn_transport_t *t)
@@ -2498,7 +2588,7 @@ static bool on_router(sn_transport_t *t)
             count(&t->st.bytes_received, zframe_size(body));
             const sn_msg_t *m = &dm.msg;
             switch (m->type) {
-            case SN_MSG_HEARTBEAT: on_heartbeat(t, m); break;
+            case SN_MSG_HEARTBEAT: on_heartbeat(t, m, sender_key(t, body)); break;
             case SN_MSG_REPAIR_REQ: on_repair_req(t, identity, m); break;
             case SN_MSG_SNAP_REQ: on_snap_req(t, identity, m); break;
             case SN_MSG_SNAP_CREDIT: on_snap_credit(t, m); break;
@@ -2575,6 +2665,83 @@ static bool on_pipe(sn_transport_t *t, zsock_t *pipe)
     return true;
 }
 
+/* A refused handshake on a secured bus: a peer not on the allow-list, a
+ * peer whose key is not the one we expect, or a plain-text peer. Counted,
+ * and logged at most once a second (with how many went unlogged), since a
+ * refused peer retries every reconnect interval. */
+static bool on_monitor(sn_transport_t *t, zsock_t *mon, const char *which)
+{
+    for (int turn = 0; turn < TURN_MSGS; turn++) {
+        zmsg_t *msg = zmsg_recv_nowait(mon);
+        if (!msg)
+            return false;
+        zframe_t *head = zmsg_first(msg), *ep = zmsg_next(msg);
+        if (head && zframe_size(head) >= 6) {
+            uint16_t event;
+            uint32_t value;
+            memcpy(&event, zframe_data(head), 2);
+            memcpy(&value, zframe_data(head) + 2, 4);
+            count(&t->st.auth_refused, 1);
+            uint64_t now = mono_ms();
+            if (now - t->auth_log_ms >= 1000) {
+                char *where = ep ? zframe_strdup(ep) : NULL;
+                char why[120];
+                if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                    snprintf(why, sizeof why,
+                             "refused a peer whose key is not on the allow-list (ZAP %u)",
+                             value);
+                else
+                    snprintf(why, sizeof why, "a CURVE handshake failed%s (a wrong server "
+                             "key, or a peer without CURVE?)",
+                             event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? ": protocol error"
+                                                                          : "");
+                tlog(t, SN_LOG_WARN, "%s %s: %s; %llu more since the last such line", which,
+                     where ? where : "?", why, (unsigned long long) t->auth_unlogged);
+                free(where);
+                t->auth_log_ms = now;
+                t->auth_unlogged = 0;
+            } else {
+                t->auth_unlogged++;
+            }
+        }
+        zmsg_destroy(&msg);
+    }
+    return true;
+}
+
+/* Watches a socket's failed handshakes through a monitor (inproc PAIR). */
+static int monitor(sn_transport_t *t, zsock_t *sock, int slot)
+{
+    char ep[96];
+    snprintf(ep, sizeof ep, "inproc://sessnode-mon-%p-%d", (void *) t, slot);
+    int events = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    if (zmq_socket_monitor(zsock_resolve(sock), ep, events) != 0)
+        return SN_ENOMEM;
+    t->mon[slot] = zsock_new(ZMQ_PAIR);
+    if (!t->mon[slot] || zsock_connect(t->mon[slot], "%s", ep) < 0 ||
+        watch(t, zsock_fd(t->mon[slot]), SRC_MON + (uint32_t) slot) < 0)
+        return SN_ENOMEM;
+    return 0;
+}
+
+static int secure_sockets(sn_transport_t *t)
+{
+    char err[PATH_MAX + 200];
+    t->curve = sn_curve_new(t->opt.curve_cert, t->opt.curve_allow, err, sizeof err);
+    if (!t->curve) {
+        tlog(t, SN_LOG_ERROR, "cannot secure the bus: %s", err);
+        return SN_EINVAL;
+    }
+    sn_curve_server(t->curve, t->pub);
+    sn_curve_server(t->curve, t->router);
+    if (monitor(t, t->pub, 0) || monitor(t, t->router, 1) || monitor(t, t->sub, 2))
+        return SN_ENOMEM;
+    tlog(t, SN_LOG_INFO, "bus secured with CURVE: key %s, allow-list %s",
+         sn_curve_public_txt(t->curve), t->opt.curve_allow);
+    return 0;
+}
+
 static int bind_sockets(sn_transport_t *t)
 {
     t->pub = zsock_new(ZMQ_PUB);
@@ -2582,6 +2749,9 @@ static int bind_sockets(sn_transport_t *t)
     t->sub = zsock_new(ZMQ_SUB);
     if (!t->pub || !t->router || !t->sub)
         return SN_ENOMEM;
+    int rc;
+    if (t->opt.curve_cert && (rc = secure_sockets(t)))
+        return rc;
     zsock_set_linger(t->pub, 0);
     zsock_set_linger(t->router, 0);
     zsock_set_linger(t->sub, 0);
@@ -2609,7 +2779,7 @@ static int bind_sockets(sn_transport_t *t)
         return SN_ENOMEM;
     }
     for (char **p = t->peer_list; p && *p; p++)
-        peer_add(t, *p);
+        peer_add(t, *p, NULL);
     return 0;
 }
 
@@ -2673,6 +2843,13 @@ static void actor_fn(zsock_t *pipe, void *arg)
             t->check[SRC_ROUTER] = false;
             t->check[SRC_ROUTER] |= on_router(t);
         }
+        static const char *const mon_names[3] = {"PUB", "ROUTER", "SUB"};
+        for (int i = 0; i < 3; i++) {
+            if (t->check[SRC_MON + i]) {
+                t->check[SRC_MON + i] = false;
+                t->check[SRC_MON + i] |= on_monitor(t, t->mon[i], mon_names[i]);
+            }
+        }
         for (size_t i = 0; i < t->npeers; i++) {
             if (t->check[SRC_DEALER + i]) {
                 t->check[SRC_DEALER + i] = false;
@@ -2709,6 +2886,7 @@ static void actor_fn(zsock_t *pipe, void *arg)
                 settle_check(t, now);
             join_tick(t, now);
             sweep_pending(t);
+            redial(t, now);
             next_hb = now + t->opt.heartbeat_ms;
         }
         if (now >= next_repair) {
@@ -2724,9 +2902,13 @@ static void actor_fn(zsock_t *pipe, void *arg)
 done:
     for (size_t i = 0; i < t->npeers; i++)
         zsock_destroy(&t->peers[i].dealer);
+    for (int i = 0; i < 3; i++) {
+        zsock_destroy(&t->mon[i]);
+    }
     zsock_destroy(&t->pub);
     zsock_destroy(&t->router);
     zsock_destroy(&t->sub);
+    sn_curve_destroy(&t->curve);
     if (t->epfd >= 0)
         close(t->epfd);
     pthread_mutex_unlock(&t->turn);
@@ -2736,8 +2918,8 @@ done:
 
 sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
 {
-    if (!o || !o->node_id || !o->cluster)
-        return NULL;
+    if (!o || !o->node_id || !o->cluster || !o->curve_cert != !o->curve_allow)
+        return NULL;  /* a certificate without an allow-list would let anyone in */
     sn_transport_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
@@ -2780,6 +2962,10 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
         if (!(t->peer_list[i] = strdup(o->peers[i])))
             goto fail;
     t->opt.peers = NULL;
+    t->opt.curve_cert = o->curve_cert ? strdup(o->curve_cert) : NULL;
+    t->opt.curve_allow = o->curve_allow ? strdup(o->curve_allow) : NULL;
+    if ((o->curve_cert && !t->opt.curve_cert) || (o->curve_allow && !t->opt.curve_allow))
+        goto fail;
     t->backlog = sn_backlog_new(o->backlog_bytes ? o->backlog_bytes : (64u << 20), 1u << 20);
     t->qmax = o->queue_bytes ? o->queue_bytes : QUEUE_BYTES_DEFAULT;
     t->tracker = sn_tracker_new();
@@ -2801,6 +2987,8 @@ sn_transport_t *sn_transport_new(const sn_transport_options_t *o)
     t->gc_shard = UINT32_MAX;  /* no collection pass running */
     return t;
 fail:
+    free((char *) t->opt.curve_cert);
+    free((char *) t->opt.curve_allow);
     if (t->peer_list)
         for (size_t i = 0; t->peer_list[i]; i++)
             free(t->peer_list[i]);
@@ -2883,6 +3071,8 @@ void sn_transport_destroy(sn_transport_t **self_p)
     for (size_t i = 0; t->peer_list && t->peer_list[i]; i++)
         free(t->peer_list[i]);
     free(t->peer_list);
+    free((char *) t->opt.curve_cert);
+    free((char *) t->opt.curve_allow);
     for (size_t i = 0; i < t->npeers; i++)
         free(t->peers[i].their_applied.dots);
     free(t->dots_ahead);
@@ -2938,6 +3128,8 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
     LOAD(bytes_received);
     LOAD(snapshot_sessions);
     LOAD(members_learned);
+    LOAD(auth_refused);
+    LOAD(peers_without_key);
 #undef LOAD
     uint64_t now = mono_ms();
     s->peers_alive = 0;

@@ -33,6 +33,8 @@ typedef struct {
     uint32_t antientropy_ms;      /* 0: no periodic anti-entropy */
     size_t backlog_bytes;
     size_t queue_bytes;           /* local deltas waiting for the actor; 0: 256 MiB */
+    const char *curve_cert;       /* this node's certificate: the bus is CURVE-secured */
+    const char *curve_allow;      /* directory of the members' public certificates */
     double drop_rate;             /* test hook */
     sn_change_fn on_change;
     void *on_change_arg;

@@ -119,6 +119,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .antientropy_ms = node->cfg.antientropy_ms,
         .backlog_bytes = node->cfg.backlog_bytes,
         .queue_bytes = node->cfg.queue_bytes,
+        .curve_cert = node->cfg.curve_cert,
+        .curve_allow = node->cfg.curve_allow,
         .drop_rate = node->cfg.test_drop_rate,
         .on_change = node->cfg.on_change,
         .on_change_arg = node->cfg.on_change_arg,

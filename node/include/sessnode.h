@@ -171,6 +171,18 @@ typedef struct {
      * its peers; the application should now shut down. NULL: ignored. */
     void (*on_leave)(void *arg);
     void *on_leave_arg;
+    /* CurveZMQ on the replication bus: every connection is encrypted, and
+     * only members whose public key is in curve_allow may connect. NULL
+     * (the default): the bus is plain text, for a loopback cluster only.
+     * curve_cert is this node's certificate file (`sessctl keygen` makes
+     * NAME.cert and NAME.cert_secret; either path will do, the secret file
+     * must be beside it); curve_allow a directory of the members' public
+     * certificates, this node's included. A peer given by address (peers,
+     * `sessctl join`) is found in curve_allow by its certificate's
+     * `address` metadata; members learned from others need no such entry.
+     * Every node of one process must use the same curve_allow. */
+    const char *curve_cert;
+    const char *curve_allow;
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
 } sn_config_t;
 
@@ -282,6 +294,10 @@ typedef struct {
     uint64_t snapshot_sessions; /* sessions received by joining */
     uint64_t peers_alive;
     uint64_t members_learned;   /* peers first heard of in another member's list */
+    uint64_t auth_refused;      /* secured bus: handshakes that failed (a peer not on
+                                   the allow-list, a wrong key, an unsecured peer) */
+    uint64_t peers_without_key; /* secured bus: addresses not connected to for want
+                                   of the member's public key */
 } sn_node_stats_t;
 
 SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);

@@ -42,7 +42,9 @@ class NsDaemon(tc.Daemon):
         self.addr = "%s:%d" % (ip, self.cport)
         self.log_path = os.path.join(tmp, name + ".log")
         args = ["ip", "netns", "exec", ns, exe, "--listen", "%s:%d" % (ip, self.port),
-                "--cluster", self.addr, "--name", name]
+                "--cluster", self.addr, "--name", name,
+                # the test's own namespaces, behind a blackhole route
+                "--insecure-bus"]
         if join:
             args += ["--join", ",".join(d.addr for d in join)]
         tc.log("start %s in %s: %s" % (name, ns, " ".join(args[4:])))

@@ -64,7 +64,7 @@ bad() {
 run_sync 0 --help
 [[ ! -s $SN_TMP/err ]] || sn_fail "--help wrote to stderr"
 for flag in --config --name --listen --cluster --join --join-timeout --suspect-after \
-    --dead-after --max-memory \
+    --dead-after --cert --allow --insecure-bus --max-memory \
     --item-size-max --write-concern --write-timeout --threads --max-connections \
     --verbose --help --version; do
     grep -q -- "$flag" "$SN_TMP/out" || sn_fail "--help does not list $flag"
@@ -121,6 +121,14 @@ bad "--name '$(printf 'n%.0s' {1..64})'" --name "$(printf 'n%.0s' {1..64})"
 bad "--verbose takes no value" --verbose=2
 bad "--listen 127.0.0.1:27401 overlaps" --listen 127.0.0.1:27401 --cluster 127.0.0.1:27400
 bad "--config '$SN_TMP/missing.conf'" --config "$SN_TMP/missing.conf"
+printf 'not a certificate\n' >"$SN_TMP/file"
+bad "--cert '$SN_TMP/missing.cert': cannot read it" --cert "$SN_TMP/missing.cert" --allow "$SN_TMP"
+bad "--cert '$SN_TMP': not a file" --cert "$SN_TMP" --allow "$SN_TMP"
+bad "--allow '$SN_TMP/file': not a directory" --cert "$SN_TMP/file" --allow "$SN_TMP/file"
+bad "--cert needs --allow too" --cert "$SN_TMP/file"
+bad "--allow needs --cert too" --allow "$SN_TMP"
+bad "--cluster 192.0.2.1:7400 is not a loopback address" --cluster 192.0.2.1:7400
+bad "--insecure-bus takes no value" --insecure-bus=1
 sn_log "bad flags and values: exit 2 with a clear line ($checks checks)"
 
 conf=$SN_TMP/bad.conf
@@ -137,7 +145,19 @@ bad "$conf:1: verbose '7'" --config "$conf"
 # a flag set on the command line is not read from the file, bad or not
 printf 'threads = lots\n' >"$conf"
 bad "$conf:1: threads 'lots'" --config "$conf" --name x
+printf 'insecure-bus = maybe\n' >"$conf"
+bad "$conf:1: insecure-bus 'maybe': expected yes or no" --config "$conf"
 sn_log "bad config files: exit 2 naming file:line"
+
+# a certificate file that is not one: the node cannot start (exit 1) and says why
+run_sync 1 --listen "127.0.0.1:$(sn_free_port)" --cluster "127.0.0.1:$(sn_free_port)" \
+    --cert "$SN_TMP/file" --allow "$SN_TMP"
+grep -q "cannot secure the bus: $SN_TMP/file is not a certificate" "$SN_TMP/err" ||
+    sn_fail "--cert with a file that is no certificate: $(cat "$SN_TMP/err")"
+grep -q "cannot start the node: --cert" "$SN_TMP/err" ||
+    sn_fail "--cert with a file that is no certificate: no line saying the node cannot start"
+pass
+sn_log "an unusable --cert: exit 1 naming the file"
 
 # ---------------------------------------------------------------- a config file
 

@@ -286,8 +286,11 @@ int main(int argc, char **argv)
         {(const uint8_t *) "tcp://10.0.0.3:7400", 19, 0, {0, NULL}},
     };
     m = (sn_msg_t) {.type = SN_MSG_MEMBERS, .sender = 9};
-    m.u.members.n = 2;
+    static const uint8_t key[SN_MSG_KEY_MAX] = "0123456789abcdef0123456789abcde";
+    sn_msg_blob_t keys[2] = {{key, SN_MSG_KEY_MAX, 0, {0, NULL}}, {NULL, 0, 0, {0, NULL}}};
+    m.u.members.n = m.u.members.nkeys = 2;
     m.u.members.addrs = addrs;
+    m.u.members.keys = keys;
     free(put_msg("msg-members", &m, NULL));
 
     /* ---- bad frames, each derived from a valid one where it can be */

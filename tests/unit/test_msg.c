@@ -207,6 +207,8 @@ static void assert_msg_equal(const sn_msg_t *a, const sn_msg_t *b)
     case SN_MSG_MEMBERS:
         assert_int_equal(a->u.members.n, b->u.members.n);
         assert_blobs_equal(a->u.members.addrs, b->u.members.addrs, a->u.members.n, false);
+        assert_int_equal(a->u.members.nkeys, b->u.members.nkeys);
+        assert_blobs_equal(a->u.members.keys, b->u.members.keys, a->u.members.nkeys, false);
         break;
     case SN_MSG_FETCH_REP:
         assert_int_equal(a->u.fetch_rep.n, b->u.fetch_rep.n);
@@ -332,6 +334,14 @@ static sn_msg_blob_t sample_addrs[] = {
     {(const uint8_t *) "tcp://10.0.0.1:7400", 19, 0, {0, NULL}},
     {(const uint8_t *) "tcp://web-2.example:7400", 23, 0, {0, NULL}},
 };
+static const uint8_t sample_key[SN_MSG_KEY_MAX] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                   14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+                                                   25, 26, 27, 28, 29, 30, 31, 32};
+/* one member with a CURVE key, one without (an unsecured bus) */
+static sn_msg_blob_t sample_keys[] = {
+    {sample_key, sizeof sample_key, 0, {0, NULL}},
+    {NULL, 0, 0, {0, NULL}},
+};
 static sn_msg_blob_t sample_ids[] = {
     {(const uint8_t *) "s", 1, UINT64_C(0x0123456789abcdef), {1, sample_dots}},
     {(const uint8_t *) "session-2", 9, 0, {0, NULL}},
@@ -419,6 +429,8 @@ static sn_msg_t sample(sn_msg_type_t type)
     case SN_MSG_MEMBERS:
         m.u.members.n = 2;
         m.u.members.addrs = sample_addrs;
+        m.u.members.nkeys = 2;
+        m.u.members.keys = sample_keys;
         break;
     case SN_MSG_ACK:
         m.u.ack.origin = 1;
@@ -1076,18 +1088,33 @@ static void test_field_rules_are_enforced_both_ways(void **unused)
     assert_encode_refused(&m, SN_EINVAL);
     /* a member address over SN_MSG_STR_MAX, or empty */
     sn_msg_blob_t addr = {text, SN_MSG_STR_MAX + 1, 0, {0, NULL}};
+    sn_msg_blob_t key = {text, 0, 0, {0, NULL}};
     m = sample(SN_MSG_MEMBERS);
-    m.u.members.n = 1;
+    m.u.members.n = m.u.members.nkeys = 1;
     m.u.members.addrs = &addr;
+    m.u.members.keys = &key;
     assert_encode_refused(&m, SN_EINVAL);
     addr.len = 0;
     assert_encode_refused(&m, SN_EINVAL);
-    static const uint8_t empty_addr[] = {0x94, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x00};
+    /* a key longer than a CURVE key, or a key list of another length */
+    addr.len = 1;
+    key.len = SN_MSG_KEY_MAX + 1;
+    assert_encode_refused(&m, SN_EINVAL);
+    key.len = 0;
+    m.u.members.nkeys = 0;
+    assert_encode_refused(&m, SN_EINVAL);
+    static const uint8_t empty_addr[] = {0x95, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x00, 0x91, 0xc4, 0x00};
     assert_rejected(empty_addr, sizeof empty_addr, SN_EPROTO);
-    static const uint8_t one_addr[] = {0x94, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x01, 'x'};
+    static const uint8_t keys_short[] = {0x95, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x01, 'x', 0x90};
+    assert_rejected(keys_short, sizeof keys_short, SN_EPROTO);
+    static const uint8_t no_keys[] = {0x94, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x01, 'x'};
+    assert_rejected(no_keys, sizeof no_keys, SN_EPROTO);
+    static const uint8_t one_addr[] = {0x95, 0x01, 0x11, 0x01, 0x91, 0xc4, 0x01, 'x', 0x91, 0xc4, 0x00};
     sn_msg_decoded_t dm;
     assert_int_equal(sn_msg_decode(one_addr, sizeof one_addr, &dm), 0);
     assert_int_equal(dm.msg.u.members.n, 1);
+    assert_int_equal(dm.msg.u.members.nkeys, 1);
+    assert_int_equal(dm.msg.u.members.keys[0].len, 0);
     sn_msg_release(&dm);
     uint8_t str16[7 + 3 + 256 + 2] = {0x99, 0x01, 0x02, 0x01, 0x01, 0x01, 0x01, 0xda, 0x01, 0x00};
     memset(str16 + 10, 'e', 256);
