@@ -107,6 +107,8 @@
 #define PARK_MS 1000                /* then the session is fetched whole */
 #define SETTLE_MAX 65536            /* differences waiting for updates in flight */
 #define SETTLE_MS 1000              /* then the session is fetched whole */
+#define REDIAL_MS 5000              /* secured bus: a dead peer is dialled anew this often */
+#define RECONNECT_MAX_MS 5000       /* libzmq's reconnection back-off stops here */
 
 /* What the actor's epoll set watches: the actor pipe, the local queue's
  * wake-up pipe, SUB, ROUTER, the monitors of PUB, ROUTER and SUB (on a
@@ -149,6 +151,8 @@ typedef struct {
     char router[ADDR_MAX];
     char key[SN_CURVE_KEY_TXT]; /* its CURVE public key, on a secured bus */
     uint64_t dialed_ms;         /* when its connections were last (re)made */
+    bool closed;                /* it left: its connections are dropped until it
+                                   is heard of again */
     zsock_t *dealer;
     uint64_t node_id;
     char name[64];
@@ -578,6 +582,38 @@ static bool peer_key(sn_transport_t *t, const char *address, const char *learned
     return false;
 }
 
+/* Drops the connections to a peer that left: nothing is sent to it or
+ * dialled any more. Its entry stays, listed `left`. */
+static void peer_close(sn_transport_t *t, peer_t *p)
+{
+    char pub[ADDR_MAX], router[ADDR_MAX];
+    if (p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+        return;
+    zsock_disconnect(t->sub, "%s", pub);
+    zsock_disconnect(p->dealer, "%s", router);
+    p->closed = true;
+    t->check[SRC_SUB] = true;
+    tlog(t, SN_LOG_INFO, "closed the connections to %s", p->address);
+}
+
+/* Connects again to a peer whose connections were dropped. */
+static void peer_reopen(sn_transport_t *t, peer_t *p)
+{
+    char pub[ADDR_MAX], router[ADDR_MAX];
+    if (!p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+        return;
+    if (t->curve)
+        sn_curve_client(t->curve, t->sub, p->key);
+    if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0) {
+        tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
+        return;
+    }
+    p->closed = false;
+    p->dialed_ms = mono_ms();
+    t->check[SRC_SUB] = true;
+    tlog(t, SN_LOG_INFO, "reconnected to %s", p->address);
+}
+
 /* Adds a peer and connects to it (actor thread). On a secured bus `key`
  * is its public key if known (NULL: look it up). */
 static peer_t *peer_add(sn_transport_t *t, const char *address, const char *key)
@@ -585,8 +621,10 @@ static peer_t *peer_add(sn_transport_t *t, const char *address, const char *key)
     if (strcmp(address, t->cluster) == 0)
         return NULL;
     peer_t *p = peer_by_address(t, address);
-    if (p)
+    if (p) {
+        peer_reopen(t, p);   /* heard of again after it left */
         return p;
+    }
     if (t->npeers == PEERS_MAX) {
         tlog(t, SN_LOG_WARN, "peer table full, ignoring %s", address);
         return NULL;
@@ -606,6 +644,7 @@ static peer_t *peer_add(sn_transport_t *t, const char *address, const char *key)
     zsock_set_sndhwm(dealer, 100000);
     zsock_set_rcvhwm(dealer, 100000);
     zsock_set_maxmsgsize(dealer, SN_MSG_FRAME_MAX);
+    zsock_set_reconnect_ivl_max(dealer, RECONNECT_MAX_MS);
     if (t->curve) {
         sn_curve_client(t->curve, dealer, server_key);
         sn_curve_client(t->curve, t->sub, server_key);
@@ -645,30 +684,38 @@ static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
     return SN_MEMBER_DEAD;
 }
 
+/* Makes the connections to a peer anew: libzmq's pending reconnection
+ * (and its back-off) is dropped and the peer is dialled at once. */
+static void peer_redial(sn_transport_t *t, peer_t *p, uint64_t now)
+{
+    char pub[ADDR_MAX], router[ADDR_MAX];
+    if (p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+        return;
+    p->dialed_ms = now;
+    zsock_disconnect(t->sub, "%s", pub);
+    if (t->curve)
+        sn_curve_client(t->curve, t->sub, p->key);
+    zsock_disconnect(p->dealer, "%s", router);
+    if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0)
+        tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
+    else
+        tlog(t, SN_LOG_DEBUG, "reconnecting to %s", p->address);
+    t->check[SRC_SUB] = true;
+    t->check[SRC_DEALER + (size_t) (p - t->peers)] = true;
+}
+
 /* On a secured bus, libzmq gives up on a connection whose handshake was
  * refused (a key not yet on the peer's allow-list, say) instead of retrying
  * it. So the connections to a peer not heard from for a while are made
  * anew now and then: one added to the allow-list since gets in without a
  * restart. A peer that is just down costs a reconnect it would make anyway. */
-#define REDIAL_MS 5000
 static void redial(sn_transport_t *t, uint64_t now)
 {
     for (size_t i = 0; t->curve && i < t->npeers; i++) {
         peer_t *p = &t->peers[i];
-        char pub[ADDR_MAX], router[ADDR_MAX];
-        if (member_state(t, p, now) != SN_MEMBER_DEAD || now - p->dialed_ms < REDIAL_MS ||
-            sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
-            continue;
-        p->dialed_ms = now;
-        zsock_disconnect(t->sub, "%s", pub);
-        sn_curve_client(t->curve, t->sub, p->key);
-        zsock_disconnect(p->dealer, "%s", router);
-        if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0)
-            tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
-        else
-            tlog(t, SN_LOG_DEBUG, "reconnecting to %s, not heard from", p->address);
-        t->check[SRC_SUB] = true;
-        t->check[SRC_DEALER + i] = true;
+        if (!p->closed && member_state(t, p, now) == SN_MEMBER_DEAD &&
+            now - p->dialed_ms >= REDIAL_MS)
+            peer_redial(t, p, now);
     }
 }
 
@@ -1357,7 +1404,7 @@ static void gossip_members(sn_transport_t *t, peer_t *only);
 
 /* `key`: the sender's public key as its handshake proved it (a heartbeat
  * sent point to point on a secured bus), else NULL. */
-static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key)
+static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key, bool direct)
 {
     char address[ADDR_MAX];
     uint32_t n = m->u.heartbeat.endpoint_len < ADDR_MAX - 1 ? m->u.heartbeat.endpoint_len
@@ -1371,6 +1418,13 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key)
         p = peer_add(t, address, key);
     if (!p)
         return;
+    if (p->closed)
+        peer_reopen(t, p);
+    uint64_t now = mono_ms();
+    /* back from the dead and talking to us: our side of the connections
+     * may be waiting out libzmq's back-off */
+    if (direct && p->last_heard_ms && member_state(t, p, now) == SN_MEMBER_DEAD)
+        peer_redial(t, p, now);
     pthread_mutex_lock(&t->mlock);
     bool first = !p->last_heard_ms || p->node_id != m->sender;
     if (p->node_id && p->node_id != m->sender) {
@@ -1431,8 +1485,10 @@ static void on_leave(sn_transport_t *t, const sn_msg_t *m)
     if (p)
         p->left = true;
     pthread_mutex_unlock(&t->mlock);
-    if (news)
+    if (news) {
         tlog(t, SN_LOG_INFO, "peer %s (%s) left the cluster", p->address, p->name);
+        peer_close(t, p);
+    }
 }
 
 /* A peer's member list: every address not known yet becomes a peer (it
@@ -1450,8 +1506,15 @@ static void on_members(sn_transport_t *t, const sn_msg_t *m)
             continue;
         memcpy(address, a->bytes, a->len);
         address[a->len] = 0;
-        if (strcmp(address, t->cluster) == 0 || peer_by_address(t, address))
+        if (strcmp(address, t->cluster) == 0)
             continue;
+        peer_t *known = peer_by_address(t, address);
+        if (known) {
+            /* listed alive by a member: back after it left */
+            if (known->closed)
+                peer_reopen(t, known);
+            continue;
+        }
         /* the list comes from a member, over an authenticated connection
          * on a secured bus: the keys in it are the members' */
         char key[SN_CURVE_KEY_TXT];
@@ -1474,7 +1537,7 @@ static void on_delta_frame(sn_transport_t *t, const uint8_t *buf, size_t len, bo
     }
     const sn_msg_t *m = &dm.msg;
     if (m->type == SN_MSG_HEARTBEAT) {
-        on_heartbeat(t, m, NULL);
+        on_heartbeat(t, m, NULL, false);
     } else if (m->type == SN_MSG_LEAVE) {
         on_leave(t, m);
     } else if (m->type == SN_MSG_MEMBERS) {
@@ -2588,7 +2651,7 @@ static bool on_router(sn_transport_t *t)
             count(&t->st.bytes_received, zframe_size(body));
             const sn_msg_t *m = &dm.msg;
             switch (m->type) {
-            case SN_MSG_HEARTBEAT: on_heartbeat(t, m, sender_key(t, body)); break;
+            case SN_MSG_HEARTBEAT: on_heartbeat(t, m, sender_key(t, body), true); break;
             case SN_MSG_REPAIR_REQ: on_repair_req(t, identity, m); break;
             case SN_MSG_SNAP_REQ: on_snap_req(t, identity, m); break;
             case SN_MSG_SNAP_CREDIT: on_snap_credit(t, m); break;
@@ -2763,6 +2826,10 @@ static int bind_sockets(sn_transport_t *t)
      * largest frame the protocol has, it drops the connection instead, so
      * a bad peer cannot make this node allocate what it claims to send */
     zsock_set_maxmsgsize(t->sub, SN_MSG_FRAME_MAX);
+    /* a dead peer is dialled ever less often, up to every RECONNECT_MAX_MS,
+     * rather than every 100 ms for as long as it stays down; one that
+     * speaks to us again is dialled at once (on_heartbeat) */
+    zsock_set_reconnect_ivl_max(t->sub, RECONNECT_MAX_MS);
     zsock_set_maxmsgsize(t->router, SN_MSG_FRAME_MAX);
     zsock_set_subscribe(t->sub, "");
     if (zsock_bind(t->pub, "%s", t->pub_ep) < 0) {

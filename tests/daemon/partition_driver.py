@@ -19,6 +19,12 @@ keys, n3 has them). After the heal, within the limit:
   - each `both:` key has one value, the same on every node (the two
     concurrent writes resolve alike everywhere);
   - every node lists the two others alive.
+Then 30% random loss (iptables `-m statistic`) on what each node receives
+from the others, while each writes 100 `loss:` keys and n3 deletes ten
+`base:` keys: every node converges while the loss goes on. Then a one-way
+cut: n3 drops what comes from n2, so n2's writes still reach n1 and n3
+lists n2 dead; once the rule goes, every node converges and lists the
+others alive.
 """
 
 import os
@@ -169,6 +175,51 @@ def run(args, tmp, daemons, checks):
         want = {d.name: ("self" if d is n else "alive") for d in nodes}
         checks.record("%s lists the three alive after the heal" % n.name,
                       *tc.poll_members(args.sessctl, n, want, 30))
+
+    tc.log("phase 4: 30% random loss between every two nodes while each writes")
+    for k in (1, 2, 3):
+        for j in (1, 2, 3):
+            if j != k:
+                iptables(ns(k), "-A", "INPUT", "-s", ip(j), "-m", "statistic", "--mode",
+                         "random", "--probability", "0.3", "-j", "DROP")
+    lossy = {}
+    for n in nodes:
+        keys = {"loss:%s:%d" % (n.name, i): (b"l%d" % i, 0) for i in range(100)}
+        checks.record("sets on %s under loss" % n.name, *tc.store_all(n, keys))
+        lossy.update(keys)
+    gone = ["base:%d" % i for i in range(10)]
+    c3 = n3.client()
+    deleted = sum(1 for k in gone if c3.delete(k, noreply=False))
+    checks.record("deletes on n3 under loss", deleted == len(gone),
+                  "%d/%d deleted" % (deleted, len(gone)))
+    for k in gone:
+        del expected[k]
+    expected.update(lossy)
+    for n in nodes:
+        checks.record("%s converges while the loss goes on" % n.name,
+                      *tc.poll_compare(n, expected, gone, 60))
+    for k in (1, 2, 3):
+        iptables(ns(k), "-F")
+
+    tc.log("phase 5: a one-way cut: n3 drops what n2 sends, n2 still hears n3")
+    iptables(ns(3), "-A", "INPUT", "-s", ip(2), "-j", "DROP")
+    one_way = {"oneway:%d" % i: (b"o%d" % i, 0) for i in range(100)}
+    checks.record("sets on n2 during the one-way cut", *tc.store_all(n2, one_way))
+    checks.record("n1, still connected to both, has them",
+                  *tc.poll_compare(n1, one_way, (), 20))
+    checks.record("n3 lists n2 dead during the one-way cut",
+                  *tc.poll_members(args.sessctl, n3, {"n2": "dead", "n1": "alive"}, 10))
+    iptables(ns(3), "-F")
+    healed = time.monotonic()
+    expected.update(one_way)
+    for n in nodes:
+        checks.record("%s converges after the one-way cut" % n.name,
+                      *tc.poll_compare(n, expected, gone, 60))
+    for n in nodes:
+        want = {d.name: ("self" if d is n else "alive") for d in nodes}
+        checks.record("%s lists the three alive at the end" % n.name,
+                      *tc.poll_members(args.sessctl, n, want, 30))
+
     for n in nodes:
         status = n.signal_and_wait(signal.SIGTERM, 15)
         checks.record("%s exits with status 0 on SIGTERM" % n.name, status == 0,

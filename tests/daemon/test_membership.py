@@ -10,7 +10,9 @@ member list). C is killed with SIGKILL: every other node lists it dead
 within --dead-after (plus one poll of slack), having listed it suspect
 first where a poll caught it. C restarts on the same ports, a new
 process, and every node lists it alive again; it serves a session written
-while it was down. D stops on SIGTERM: every other node lists it left.
+while it was down. D stops on SIGTERM: every other node lists it left and
+closes its connections to it; D restarts on its ports, seeded with A, and
+every node lists it alive again and sends it a new write.
 
 The daemons run with --suspect-after 1000 --dead-after 3000 (the
 defaults, given explicitly so the bound checked here is the one
@@ -123,7 +125,26 @@ def run(args, tmp, daemons, checks):
                       *tc.poll_members(args.sessctl, n, {"D": "left"}, 10))
 
     for n in nodes:
-        if n is not d:
+        if n is d:
+            continue
+        log = open(n.log_path, "rb").read().decode("utf-8", "replace")
+        checks.record("%s closed its connections to D" % n.name,
+                      "closed the connections to tcp://%s" % d.addr in log, "")
+
+    tc.log("phase 5: D restarts on its ports, seeded with A: everyone lists it alive")
+    d2 = start("D", [a], ports=(d.port, d.cport))
+    nodes[3] = d2
+    for n in nodes:
+        want = {k: ("self" if k == n.name else "alive") for k in names}
+        checks.record("%s lists all five alive after D's return" % n.name,
+                      *tc.poll_members(args.sessctl, n, want, 15))
+    checks.record("set on E after D's return",
+                  nodes[4].client().set("after-d-returned", b"v2", noreply=False) is True)
+    checks.record("the returned D receives it",
+                  *tc.poll_compare(d2, {"after-d-returned": (b"v2", 0)}, (), 10))
+
+    for n in nodes:
+        if n is not d2:
             status = n.signal_and_wait(signal.SIGTERM, 15)
             checks.record("%s exits with status 0 on SIGTERM" % n.name, status == 0,
                           "status %s" % status)

@@ -4,7 +4,9 @@
 # (partition_driver.py) runs in a fifth and starts every daemon inside its
 # namespace. The driver cuts node 1 off from nodes 2 and 3 with iptables
 # DROP rules in node 1's namespace, writes on both sides, heals, and checks
-# that every node converges (README.md in this folder says what exactly).
+# that every node converges; then it drops 30% of the packets between every
+# two nodes, and then cuts one direction only (README.md in this folder says
+# what exactly).
 #
 #   test_partition.sh PATH/TO/sessnode PATH/TO/sessctl
 #
