@@ -47,6 +47,12 @@ def run(args, tmp, daemons, checks):
         d.wait_port()
         return d
 
+    def all_alive(when):
+        for n in nodes:
+            want = {k: ("self" if k == n.name else "alive") for k in names}
+            checks.record("%s lists all five alive %s" % (n.name, when),
+                          *tc.poll_members(args.sessctl, n, want, 15))
+
     tc.log("phase 1: A alone, then B, C, D, E each with A as their only seed")
     a = start("A")
     nodes = [a] + [start(n, [a]) for n in "BCDE"]
@@ -107,10 +113,7 @@ def run(args, tmp, daemons, checks):
                   b.client().set("while-c-was-down", b"v1", noreply=False) is True)
     c2 = start("C", [a], ports=(c.port, c.cport))
     nodes[2] = c2
-    for n in nodes:
-        want = {k: ("self" if k == n.name else "alive") for k in names}
-        checks.record("%s lists all five alive after C's restart" % n.name,
-                      *tc.poll_members(args.sessctl, n, want, 15))
+    all_alive("after C's restart")
     checks.record("the restarted C serves the write it missed",
                   *tc.poll_compare(c2, {"while-c-was-down": (b"v1", 0)}, (), 10))
 
@@ -134,10 +137,7 @@ def run(args, tmp, daemons, checks):
     tc.log("phase 5: D restarts on its ports, seeded with A: everyone lists it alive")
     d2 = start("D", [a], ports=(d.port, d.cport))
     nodes[3] = d2
-    for n in nodes:
-        want = {k: ("self" if k == n.name else "alive") for k in names}
-        checks.record("%s lists all five alive after D's return" % n.name,
-                      *tc.poll_members(args.sessctl, n, want, 15))
+    all_alive("after D's return")
     checks.record("set on E after D's return",
                   nodes[4].client().set("after-d-returned", b"v2", noreply=False) is True)
     checks.record("the returned D receives it",
