@@ -2229,7 +2229,9 @@ static void applied_vector(sn_transport_t *t, uint64_t now, sn_vv_t *out)
  * counts: it may come back with what it held, and a tombstone collected
  * without it could let its stale updates resurrect a session. Collection
  * waits for it until it is removed from the cluster (a node that restarts
- * comes back under a new id and replaces its old entry). */
+ * comes back under a new id and replaces its old entry). A member that
+ * left does not count: it stopped replicating on purpose, and comes back,
+ * if ever, as a new process that copies the sessions afresh. */
 static void stable_vector(sn_transport_t *t, const sn_vv_t *mine, sn_vv_t *out)
 {
     out->n = 0;
@@ -2237,7 +2239,7 @@ static void stable_vector(sn_transport_t *t, const sn_vv_t *mine, sn_vv_t *out)
         uint64_t least = mine->dots[k].counter;
         for (size_t i = 0; i < t->npeers && least; i++) {
             const peer_t *p = &t->peers[i];
-            if (!p->node_id)
+            if (!p->node_id || p->left)
                 continue;
             least = sn_vv_get(&p->their_applied, mine->dots[k].node) < least
                         ? sn_vv_get(&p->their_applied, mine->dots[k].node) : least;

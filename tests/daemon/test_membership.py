@@ -38,6 +38,15 @@ def states(args, node):
     return got
 
 
+def stat(args, node, name):
+    rc, out, err = tc.sessctl(args.sessctl, node, "stats")
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 2 and f[0] == name:
+            return int(f[1])
+    return None
+
+
 def run(args, tmp, daemons, checks):
     flags = ["--suspect-after", str(SUSPECT_MS), "--dead-after", str(DEAD_MS)]
 
@@ -61,13 +70,7 @@ def run(args, tmp, daemons, checks):
         want = {k: ("self" if k == n.name else "alive") for k in names}
         checks.record("%s lists all five alive" % n.name,
                       *tc.poll_members(args.sessctl, n, want, 15))
-    learned = 0
-    for n in nodes[1:]:
-        rc, out, err = tc.sessctl(args.sessctl, n, "stats")
-        for line in out.splitlines():
-            f = line.split()
-            if len(f) == 2 and f[0] == "members_learned":
-                learned += int(f[1])
+    learned = sum(stat(args, n, "members_learned") or 0 for n in nodes[1:])
     checks.record("the seeded nodes met through member lists", learned >= 3,
                   "members_learned summed over B-E: %d" % learned)
 
@@ -133,6 +136,19 @@ def run(args, tmp, daemons, checks):
         log = open(n.log_path, "rb").read().decode("utf-8", "replace")
         checks.record("%s closed its connections to D" % n.name,
                       "closed the connections to tcp://%s" % d.addr in log, "")
+
+    # a tombstone made now is collected once the members still in the
+    # cluster have it: D, gone for good as far as they know, holds none back
+    checks.record("delete on A after D left",
+                  a.client().delete("while-c-was-down", noreply=False) is True)
+    end = time.monotonic() + 15
+    while True:
+        tomb = stat(args, a, "tombstones")
+        if tomb == 0 or time.monotonic() >= end:
+            break
+        time.sleep(POLL_S)
+    checks.record("A collects the tombstone though D, which left, never saw it",
+                  tomb == 0, "tombstones on A: %s" % tomb)
 
     tc.log("phase 5: D restarts on its ports, seeded with A: everyone lists it alive")
     d2 = start("D", [a], ports=(d.port, d.cport))

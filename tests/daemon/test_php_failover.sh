@@ -28,8 +28,11 @@ if ! command -v php >/dev/null; then
     exit 77
 fi
 # Debian enables the extension for the CLI in /etc/php/*/cli/conf.d; php -n
-# would drop it, so php runs with its normal ini files.
-if ! php -m 2>/dev/null | grep -qx memcached; then
+# would drop it, so php runs with its normal ini files. The module list is
+# read whole first: `grep -q` would stop at the match, and php, still
+# writing, would die of SIGPIPE and fail the pipeline under pipefail.
+modules=$(php -m 2>/dev/null || true)
+if ! grep -qx memcached <<<"$modules"; then
     echo "SKIP: PHP's memcached extension is not loaded (Debian package php-memcached)"
     exit 77
 fi
