@@ -109,6 +109,7 @@
 #define SETTLE_MS 1000              /* then the session is fetched whole */
 #define REDIAL_MS 5000              /* secured bus: a dead peer is dialled anew this often */
 #define RECONNECT_MAX_MS 5000       /* libzmq's reconnection back-off stops here */
+#define RELAY_MS 5000               /* catch-up rounds through a third member, at most */
 
 /* What the actor's epoll set watches: the actor pipe, the local queue's
  * wake-up pipe, SUB, ROUTER, the monitors of PUB, ROUTER and SUB (on a
@@ -153,6 +154,8 @@ typedef struct {
     uint64_t dialed_ms;         /* when its connections were last (re)made */
     bool closed;                /* it left: its connections are dropped until it
                                    is heard of again */
+    uint64_t relayed_dots;      /* unreachable from here: its dots up to this were
+                                   sought through another member */
     zsock_t *dealer;
     uint64_t node_id;
     char name[64];
@@ -306,6 +309,7 @@ struct sn_transport {
     settle_t *settle;
     size_t nsettle, cap_settle;
     uint64_t last_fetch_ms;     /* fetches in flight hold back the applied vector */
+    uint64_t relay_ms;          /* the last catch-up through a third member */
     uint64_t dots_done;         /* every own dot up to this is published */
     uint64_t *dots_ahead;       /* own dots published out of order, sorted */
     size_t ndots_ahead, cap_dots_ahead;
@@ -1401,9 +1405,36 @@ static void buffer_for_join(sn_transport_t *t, const uint8_t *buf, size_t len)
 static void join_tick(sn_transport_t *t, uint64_t now);
 static void heartbeat(sn_transport_t *t, peer_t *only);
 static void gossip_members(sn_transport_t *t, peer_t *only);
+static void start_resync(sn_transport_t *t, peer_t *p);
 
 /* `key`: the sender's public key as its handshake proved it (a heartbeat
  * sent point to point on a secured bus), else NULL. */
+/* A member `via` holds writes of an origin this node cannot hear (a
+ * one-way cut, a link down between those two only): the origin's deltas
+ * will not come, nor its repairs, so this node compares sessions with
+ * `via`, which has them, rather than wait for the periodic round. Once per
+ * new stretch of the origin's writes, and once per RELAY_MS at most. */
+static void catch_up_through(sn_transport_t *t, peer_t *via, const sn_vv_t *their, uint64_t now)
+{
+    if (t->join_state != J_IDLE || via->resyncing || now - t->relay_ms < RELAY_MS ||
+        member_state(t, via, now) != SN_MEMBER_ALIVE)
+        return;
+    for (uint32_t i = 0; i < their->n; i++) {
+        peer_t *o = peer_by_id(t, their->dots[i].node);
+        if (!o || o == via || o->left || member_state(t, o, now) != SN_MEMBER_DEAD)
+            continue;
+        uint64_t have = o->applied_dots > o->relayed_dots ? o->applied_dots : o->relayed_dots;
+        if (their->dots[i].counter <= have)
+            continue;
+        o->relayed_dots = their->dots[i].counter;
+        t->relay_ms = now;
+        tlog(t, SN_LOG_INFO, "%s holds writes of %s, which this node cannot hear: comparing "
+             "sessions with it", via->address, o->address);
+        start_resync(t, via);
+        return;
+    }
+}
+
 static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key, bool direct)
 {
     char address[ADDR_MAX];
@@ -1464,6 +1495,7 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key, 
     memcpy(p->name, m->u.heartbeat.name, nl);
     p->name[nl] = 0;
     pthread_mutex_unlock(&t->mlock);
+    catch_up_through(t, p, &p->their_applied, now);
     /* A node met for the first time hears from us at once rather than at
      * our next heartbeat: a joiner can then ask for its snapshot straight
      * away. Its answer to us is no longer a first, so this stops there. */

@@ -23,8 +23,9 @@ Then 30% random loss (iptables `-m statistic`) on what each node receives
 from the others, while each writes 100 `loss:` keys and n3 deletes ten
 `base:` keys: every node converges while the loss goes on. Then a one-way
 cut: n3 drops what comes from n2, so n2's writes still reach n1 and n3
-lists n2 dead; once the rule goes, every node converges and lists the
-others alive.
+lists n2 dead; n3 then gets n2's writes through n1 while the cut lasts
+(n1's heartbeats show it holds writes of a node n3 cannot hear); once the
+rule goes, every node converges and lists the others alive.
 """
 
 import os
@@ -209,6 +210,11 @@ def run(args, tmp, daemons, checks):
                   *tc.poll_compare(n1, one_way, (), 20))
     checks.record("n3 lists n2 dead during the one-way cut",
                   *tc.poll_members(args.sessctl, n3, {"n2": "dead", "n1": "alive"}, 10))
+    more = {"oneway2:%d" % i: (b"p%d" % i, 0) for i in range(100)}
+    checks.record("more sets on n2 once n3 lists it dead", *tc.store_all(n2, more))
+    one_way.update(more)
+    checks.record("n3 gets n2's writes through n1 during the cut",
+                  *tc.poll_compare(n3, one_way, (), 20))
     iptables(ns(3), "-F")
     healed = time.monotonic()
     expected.update(one_way)
