@@ -309,6 +309,15 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "cluster_members_learned", ns.members_learned);
     stat_u64(fn, arg, "cluster_auth_refused", ns.auth_refused);
     stat_u64(fn, arg, "cluster_peers_without_key", ns.peers_without_key);
+    stat_u64(fn, arg, "tier_queue", ns.tier_queue);
+    stat_u64(fn, arg, "tier_writes", ns.tier_writes);
+    stat_u64(fn, arg, "tier_touches", ns.tier_touches);
+    stat_u64(fn, arg, "tier_deletes", ns.tier_deletes);
+    stat_u64(fn, arg, "tier_failures", ns.tier_failures);
+    stat_u64(fn, arg, "tier_dropped", ns.tier_dropped);
+    stat_u64(fn, arg, "tier_conflicts", ns.tier_conflicts);
+    stat_u64(fn, arg, "tier_boot_sessions", ns.tier_boot_sessions);
+    stat_u64(fn, arg, "tier_boot_ms", ns.tier_boot_ms);
     stat_u64(fn, arg, "repl_tombstones", ns.tombstones);
 }
 

@@ -152,10 +152,11 @@ static void on_join_poll(evutil_socket_t fd, short what, void *arg)
         event_del(d->ev_join);
         sn_node_stats_t st;
         sn_node_stats(d->node, &st);
-        sd_log(SD_LOG_INFO, "join finished after %llu ms: %llu session%s copied",
+        sd_log(SD_LOG_INFO, "join finished after %llu ms: %llu session%s copied%s",
                (unsigned long long) ms_since(&d->join_start),
-               (unsigned long long) st.snapshot_sessions,
-               st.snapshot_sessions == 1 ? "" : "s");
+               (unsigned long long) (st.snapshot_sessions + st.tier_boot_sessions),
+               st.snapshot_sessions + st.tier_boot_sessions == 1 ? "" : "s",
+               st.tier_boot_sessions ? " from the tier" : "");
         become_ready(d);
         return;
     }
@@ -251,6 +252,8 @@ static bool make_node(daemon_t *d)
     cfg.dead_ms = o->dead_ms;
     cfg.curve_cert = o->cert[0] ? o->cert : NULL;
     cfg.curve_allow = o->allow[0] ? o->allow : NULL;
+    cfg.tier = o->tier[0] ? o->tier : NULL;
+    cfg.tier_queue = o->tier_queue;
     cfg.write_timeout_ms = o->write_timeout_ms;
     cfg.log = sd_log_node;
     cfg.log_level = o->verbose > 0 ? SN_LOG_DEBUG : SN_LOG_INFO;
@@ -398,12 +401,15 @@ int main(int argc, char **argv)
         !(d.net = sd_net_new(d.base, &d.o, d.server)) || !start_node(&d)) {
         d.exit_code = SD_EXIT_RUNTIME;
     } else {
-        if (d.o.npeers > 0) {
+        if (d.o.npeers > 0 || d.o.tier[0]) {
             clock_gettime(CLOCK_MONOTONIC, &d.join_start);
             d.join_next_log_ms = JOIN_PROGRESS_MS;
-            sd_log(SD_LOG_INFO, "joining: copying the sessions from the first peer to answer "
-                                "(waits up to %u ms for one)",
-                   d.o.join_timeout_ms);
+            if (d.o.npeers > 0)
+                sd_log(SD_LOG_INFO, "joining: copying the sessions from the first peer to "
+                                    "answer (waits up to %u ms for one)%s",
+                       d.o.join_timeout_ms, d.o.tier[0] ? ", else from the tier" : "");
+            else
+                sd_log(SD_LOG_INFO, "no peer given: loading the sessions from the tier");
             struct timeval poll = {0, JOIN_POLL_MS * 1000};
             event_add(d.ev_join, &poll);
         } else {

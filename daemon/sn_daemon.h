@@ -36,6 +36,7 @@ enum { SD_EXIT_RUNTIME = 1, SD_EXIT_USAGE = 2 };
 #define SD_DEFAULT_SUSPECT_MS 1000
 #define SD_DEFAULT_DEAD_MS 3000
 #define SD_DEFAULT_WRITE_TIMEOUT_MS 1000
+#define SD_DEFAULT_TIER_QUEUE 100000
 #define SD_NAME_MAX 63          /* sn_member_t.name holds 63 bytes and a NUL */
 
 /* An IPv4 address and port, as parsed from HOST:PORT and resolved once. */
@@ -62,6 +63,8 @@ typedef struct {
     char cert[4096];            /* --cert, "" = the bus is not secured */
     char allow[4096];           /* --allow */
     bool insecure_bus;          /* a plain bus off loopback is on purpose */
+    char tier[1024];            /* --tier, "" = none */
+    uint32_t tier_queue;
     int verbose;                /* 0 info, 1 debug, 2 debug with every connection */
 } sd_opts_t;
 

@@ -48,6 +48,8 @@ enum {
     OPT_CERT,
     OPT_ALLOW,
     OPT_INSECURE_BUS,
+    OPT_TIER,
+    OPT_TIER_QUEUE,
     OPT_VERBOSE,
     OPT_HELP,
     OPT_VERSION,
@@ -72,6 +74,8 @@ static const struct option long_opts[] = {
     {"cert", required_argument, NULL, OPT_CERT},
     {"allow", required_argument, NULL, OPT_ALLOW},
     {"insecure-bus", no_argument, NULL, OPT_INSECURE_BUS},
+    {"tier", required_argument, NULL, OPT_TIER},
+    {"tier-queue", required_argument, NULL, OPT_TIER_QUEUE},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -93,6 +97,8 @@ static const struct option long_opts[] = {
 #define DEAD_MIN 400
 #define DEAD_MAX 3600000
 #define VERBOSE_MAX 2
+#define TIER_QUEUE_MIN 1
+#define TIER_QUEUE_MAX 100000000
 
 static void usage(FILE *out)
 {
@@ -132,6 +138,13 @@ static void usage(FILE *out)
         "  --insecure-bus        allow a plain-text bus on a --cluster address that\n"
         "                        is not loopback (without it, such a node needs\n"
         "                        --cert and --allow)\n"
+        "  --tier HOST:PORT[,HOST:PORT...]\n"
+        "                        memcached servers that every session written here\n"
+        "                        is backed up to (asynchronously); a node that gets\n"
+        "                        the sessions from no peer at start loads them from\n"
+        "                        there (default: none)\n"
+        "  --tier-queue N        sessions waiting for the tier, at most; past it a\n"
+        "                        change is not backed up, and counted (default %d)\n"
         "  --max-memory MB       memory for sessions; past it the least recently used\n"
         "                        are evicted; 0 = unbounded (default %d)\n"
         "  --item-size-max BYTES largest value, k or m suffix allowed (default 1m,\n"
@@ -150,7 +163,7 @@ static void usage(FILE *out)
         "SIGINT leaves the cluster and exits. Exit status: 0 stopped cleanly,\n"
         "1 runtime failure (cannot bind, ...), 2 bad usage.\n",
         SD_NAME_MAX, SD_DEFAULT_LISTEN, SD_DEFAULT_CLUSTER, SD_DEFAULT_JOIN_TIMEOUT_MS,
-        SD_DEFAULT_SUSPECT_MS, SD_DEFAULT_DEAD_MS,
+        SD_DEFAULT_SUSPECT_MS, SD_DEFAULT_DEAD_MS, SD_DEFAULT_TIER_QUEUE,
         SD_DEFAULT_MAX_MEMORY_MB, SD_DEFAULT_WRITE_TIMEOUT_MS, THREADS_MAX,
         SD_DEFAULT_THREADS, SD_DEFAULT_MAX_CONNECTIONS);
 }
@@ -440,6 +453,27 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
         snprintf(dst, sizeof o->cert, "%s", v);
         return true;
     }
+    case OPT_TIER: {
+        /* each server checked as --join checks a peer; the list is kept as
+         * given (libmemcached resolves names itself) */
+        sd_opts_t scratch;
+        memset(&scratch, 0, sizeof scratch);
+        if (strlen(v) >= sizeof o->tier) {
+            snprintf(err, errlen, "the list is too long");
+            return false;
+        }
+        bool ok = add_peers(&scratch, v, err, errlen);
+        free(scratch.peers);
+        if (!ok)
+            return false;
+        snprintf(o->tier, sizeof o->tier, "%s", v);
+        return true;
+    }
+    case OPT_TIER_QUEUE:
+        if (!parse_uint(v, TIER_QUEUE_MIN, TIER_QUEUE_MAX, &n))
+            break;
+        o->tier_queue = (uint32_t) n;
+        return true;
     case OPT_INSECURE_BUS:  /* yes/no in the file; the flag alone means yes */
         if (!v || strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
             o->insecure_bus = true;
@@ -471,6 +505,7 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
     case OPT_JOIN_TIMEOUT: lo = JOIN_TIMEOUT_MIN; hi = JOIN_TIMEOUT_MAX; break;
     case OPT_SUSPECT_AFTER: lo = SUSPECT_MIN; hi = SUSPECT_MAX; break;
     case OPT_DEAD_AFTER: lo = DEAD_MIN; hi = DEAD_MAX; break;
+    case OPT_TIER_QUEUE: lo = TIER_QUEUE_MIN; hi = TIER_QUEUE_MAX; break;
     case OPT_VERBOSE: hi = VERBOSE_MAX; break;
     default: break;
     }
@@ -579,6 +614,7 @@ static void defaults(sd_opts_t *o)
     o->join_timeout_ms = SD_DEFAULT_JOIN_TIMEOUT_MS;
     o->suspect_ms = SD_DEFAULT_SUSPECT_MS;
     o->dead_ms = SD_DEFAULT_DEAD_MS;
+    o->tier_queue = SD_DEFAULT_TIER_QUEUE;
 }
 
 /* Drops duplicate peers and this node's own address, so that every daemon

@@ -264,6 +264,7 @@ struct sn_transport {
     pthread_mutex_t rlock;      /* readiness */
     pthread_cond_t rcond;
     bool ready;
+    bool had_donor;             /* the sessions came from a peer's snapshot */
 
     struct {
         _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received,
@@ -2203,6 +2204,9 @@ static void on_snap_chunk(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
     t->join_state = J_IDLE;
     replay_join_buffer(t);
     tlog(t, SN_LOG_INFO, "joined from %s", p->address);
+    pthread_mutex_lock(&t->rlock);
+    t->had_donor = true;
+    pthread_mutex_unlock(&t->rlock);
     set_ready(t);
 }
 
@@ -2486,6 +2490,8 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
     sn_node_stats_t s;
     memset(&s, 0, sizeof s);
     sn_transport_stats(t, &s);
+    if (t->opt.more_stats)
+        t->opt.more_stats(&s, t->opt.more_stats_arg);
     sn_store_stats_t ss;
     sn_store_stats(t->store, &ss);
     size_t npeers;
@@ -2497,7 +2503,9 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
     X(duplicates) X(gaps_detected) X(repairs_requested) X(repaired) X(full_fetches)        \
     X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
     X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
-    X(peers_alive) X(members_learned) X(auth_refused) X(peers_without_key)
+    X(peers_alive) X(members_learned) X(auth_refused) X(peers_without_key)                \
+    X(tier_queue) X(tier_writes) X(tier_touches) X(tier_deletes) X(tier_failures)          \
+    X(tier_dropped) X(tier_conflicts) X(tier_boot_sessions) X(tier_boot_ms)
 #define COUNT_(f) +1
     msgpack_pack_map(pk, 12 STATS_FIELDS(COUNT_));
 #undef COUNT_
@@ -3125,6 +3133,14 @@ int sn_transport_start(sn_transport_t *self)
         return self->start_rc;
     }
     return 0;
+}
+
+bool sn_transport_had_donor(sn_transport_t *self)
+{
+    pthread_mutex_lock(&self->rlock);
+    bool had = self->had_donor;
+    pthread_mutex_unlock(&self->rlock);
+    return had;
 }
 
 int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms)

@@ -39,6 +39,9 @@ typedef struct {
     sn_change_fn on_change;
     void *on_change_arg;
     void (*on_leave)(void *arg);  /* after an operator's `leave` (actor thread) */
+    /* adds figures of the node's other parts to `stats` (sessctl stats) */
+    void (*more_stats)(sn_node_stats_t *stats, void *arg);
+    void *more_stats_arg;
     void *on_leave_arg;
     sn_log_fn log;
     void *log_arg;
@@ -81,6 +84,10 @@ int sn_transport_begin_acked(sn_transport_t *self, uint32_t acks);
 int sn_transport_end_acked(sn_transport_t *self, uint32_t timeout_ms);
 
 int sn_transport_wait_ready(sn_transport_t *self, uint32_t timeout_ms);
+
+/* Once ready: whether the sessions came from a peer (a join's snapshot)
+ * rather than nowhere (no peer, or none answered in time). */
+bool sn_transport_had_donor(sn_transport_t *self);
 
 /* Counters and members, readable from any thread. */
 void sn_transport_stats(sn_transport_t *self, sn_node_stats_t *stats);

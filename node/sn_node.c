@@ -24,6 +24,7 @@
 
 #include "sessnode.h"
 #include "sn_store.h"
+#include "sn_tier.h"
 #include "sn_transport.h"
 
 struct sn_node {
@@ -33,8 +34,27 @@ struct sn_node {
     char **peers;
     sn_store_t *store;
     sn_transport_t *transport;
+    sn_tier_t *tier;            /* NULL: no memcached tier */
     bool started;
+    bool tier_checked;          /* ready: the bootstrap question was settled */
 };
+
+/* The store's sink: every local write goes to the peers and, marked, to
+ * the tier. */
+static void node_sink(const sn_delta_t *delta, void *arg)
+{
+    sn_node_t *node = arg;
+    sn_transport_sink(delta, node->transport);
+    if (node->tier)
+        sn_tier_mark(node->tier, delta);
+}
+
+static void node_more_stats(sn_node_stats_t *stats, void *arg)
+{
+    sn_node_t *node = arg;
+    if (node->tier)
+        sn_tier_stats(node->tier, stats);
+}
 
 SN_EXPORT void sn_config_init(sn_config_t *cfg)
 {
@@ -126,6 +146,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .on_change_arg = node->cfg.on_change_arg,
         .on_leave = node->cfg.on_leave,
         .on_leave_arg = node->cfg.on_leave_arg,
+        .more_stats = node_more_stats,
+        .more_stats_arg = node,
         .log = node->cfg.log,
         .log_arg = node->cfg.log_arg,
         .log_level = node->cfg.log_level,
@@ -137,16 +159,30 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .node_id = node->cfg.node_id,
         .memory_limit = node->cfg.memory_limit,
         .value_max = node->cfg.value_max,
-        .sink = sn_transport_sink,
-        .sink_arg = node->transport,
+        .sink = node_sink,
+        .sink_arg = node,
     };
     node->store = sn_store_new(&so);
     if (!node->store)
         goto fail;
+    if (cfg->tier) {
+        sn_tier_options_t tio = {
+            .servers = cfg->tier,
+            .queue_max = cfg->tier_queue,
+            .log = cfg->log,
+            .log_arg = cfg->log_arg,
+            .log_level = node->cfg.log_level,
+        };
+        node->tier = sn_tier_new(&tio, node->store);
+        if (!node->tier)
+            goto fail;
+    }
+    node->cfg.tier = NULL;   /* the caller's string: the tier keeps its copy */
     sn_transport_set_store(node->transport, node->store);
     return node;
 fail:
     sn_transport_destroy(&node->transport);
+    sn_store_destroy(&node->store);
     free(node->cluster);
     free(node->name);
     free_strings(node->peers);
@@ -172,7 +208,20 @@ SN_EXPORT int sn_node_wait_ready(sn_node_t *node, uint32_t timeout_ms)
         return SN_EINVAL;
     if (!node->started)
         return SN_ESTATE;
-    return sn_transport_wait_ready(node->transport, timeout_ms);
+    int rc = sn_transport_wait_ready(node->transport, timeout_ms);
+    if (rc || !node->tier)
+        return rc;
+    /* no peer gave the sessions: they come from the tier (the tier's
+     * thread loads them while the node already replicates) */
+    if (!node->tier_checked) {
+        node->tier_checked = true;
+        if (!sn_transport_had_donor(node->transport))
+            sn_tier_bootstrap(node->tier);
+        else
+            return 0;
+    }
+    return sn_tier_bootstrap_done(node->tier, timeout_ms) || !sn_tier_bootstrap_wanted(node->tier)
+               ? 0 : SN_ETIMEDOUT;
 }
 
 SN_EXPORT void sn_node_destroy(sn_node_t **node_p)
@@ -180,7 +229,10 @@ SN_EXPORT void sn_node_destroy(sn_node_t **node_p)
     if (!node_p || !*node_p)
         return;
     sn_node_t *node = *node_p;
-    /* the actor first: it applies to the store until it stops */
+    /* the tier's thread reads the store: it goes first, after writing what
+     * it has queued */
+    sn_tier_destroy(&node->tier, node->cfg.tier_flush_ms ? node->cfg.tier_flush_ms : 5000);
+    /* the actor next: it applies to the store until it stops */
     sn_transport_destroy(&node->transport);
     sn_store_destroy(&node->store);
     free(node->cluster);
@@ -301,6 +353,8 @@ SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats)
     if (!node)
         return;
     sn_transport_stats(node->transport, stats);
+    if (node->tier)
+        sn_tier_stats(node->tier, stats);
     sn_store_stats_t ss;
     sn_store_stats(node->store, &ss);
     stats->sessions = ss.sessions;

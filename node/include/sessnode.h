@@ -183,6 +183,15 @@ typedef struct {
      * Every node of one process must use the same curve_allow. */
     const char *curve_cert;
     const char *curve_allow;
+    /* The memcached tier: "HOST:PORT[,HOST:PORT...]" of memcached servers
+     * (consistent hashing) that every session this node writes is backed
+     * up to, asynchronously; a node that starts and gets its sessions from
+     * no peer loads them from there (sn_node_wait_ready). NULL: none. */
+    const char *tier;
+    size_t tier_queue;          /* sessions waiting for the tier, at most; past it a
+                                   change is not backed up (tier_dropped); 0 = 100000 */
+    uint32_t tier_flush_ms;     /* at stop, time left to write what is queued;
+                                   0 = 5000 */
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
 } sn_config_t;
 
@@ -205,12 +214,16 @@ SN_EXPORT int sn_node_start(sn_node_t *node);
 
 /*
  * sn_node_wait_ready - waits until the node has finished joining (at once
- * for a node that does not join). SN_ETIMEDOUT after timeout_ms.
+ * for a node that does not join) and, with a tier, when no peer gave it the
+ * sessions, until it loaded them from the tier. SN_ETIMEDOUT after
+ * timeout_ms (call again to go on waiting).
  */
 SN_EXPORT int sn_node_wait_ready(sn_node_t *node, uint32_t timeout_ms);
 
 /* Stops replication (peers see heartbeats stop), frees everything and sets
- * *node_p to NULL. Accepts NULL. Sessions are not kept anywhere else. */
+ * *node_p to NULL. Accepts NULL. With a tier, first writes what is queued
+ * for it (for at most cfg.tier_flush_ms); otherwise sessions are not kept
+ * anywhere else. */
 SN_EXPORT void sn_node_destroy(sn_node_t **node_p);
 
 /* Options of one write. Zeroed means: existing session only, no
@@ -298,6 +311,17 @@ typedef struct {
                                    the allow-list, a wrong key, an unsecured peer) */
     uint64_t peers_without_key; /* secured bus: addresses not connected to for want
                                    of the member's public key */
+    /* the memcached tier (sn_config_t.tier); all 0 without one */
+    uint64_t tier_queue;        /* sessions waiting to be written to the tier, or
+                                   being written */
+    uint64_t tier_writes;       /* sessions written */
+    uint64_t tier_touches;      /* expiry updates after accesses */
+    uint64_t tier_deletes;      /* destroyed or expired sessions deleted */
+    uint64_t tier_failures;     /* operations memcached failed (retried) */
+    uint64_t tier_dropped;      /* changes not backed up: the queue was full */
+    uint64_t tier_conflicts;    /* writes another node's write raced (merged, retried) */
+    uint64_t tier_boot_sessions; /* sessions loaded from the tier at start */
+    uint64_t tier_boot_ms;      /* ...and how long that took */
 } sn_node_stats_t;
 
 SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);

@@ -1,0 +1,260 @@
+#!/usr/bin/python3
+"""The memcached tier: a cluster that was fully stopped starts again with
+its sessions, and a memcached server that goes away costs the nodes
+nothing but a bounded, counted loss of backups.
+
+    test_tier.py --sessnode PATH --sessctl PATH [--sessions N]
+
+Two memcached servers (Debian's memcached, started here on loopback) form
+the tier. Phase 1: three daemons with --tier (B and C joined through A)
+take N sessions (10,000 by default) written round-robin through the three,
+with expiries of one hour and, for every tenth, two hours; 100 of them are
+then deleted. memcached itself holds each session under its key with the
+session's remaining lifetime as expiry. Every daemon is stopped (SIGTERM;
+each writes what it has queued first). Phase 2: one new daemon D with the
+tier and no peer loads every session from it: every session with its data,
+no deleted one, each with its remaining lifetime (TTL from `mg KEY t`
+within the time elapsed since the write). Phase 3: with --tier-queue 1000,
+one memcached server is killed while D takes 5,000 more writes: every
+write is served, the queue never holds more than 1,000, and the stats
+count failures and dropped backups. The server restarts on its port:
+backups resume (tier_writes grows, the queue drains to 0).
+
+The harness (time limit, cleanup by PID, sanitizer checks of the
+daemons' logs, the summary) is test_cluster.py's.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import test_cluster as tc  # noqa: E402
+
+HOUR = 3600
+
+
+class Memcached:
+    def __init__(self, port):
+        self.port = port
+        args = [shutil.which("memcached") or "/usr/bin/memcached", "-l", "127.0.0.1",
+                "-p", str(port), "-U", "0", "-m", "256", "-c", "1024"]
+        if os.geteuid() == 0:
+            args += ["-u", "memcache" if _user_exists("memcache") else "nobody"]
+        tc.log("start memcached on %d" % port)
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("memcached on %d did not start" % port)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def dump(self):
+        """{key: exp} from `lru_crawler metadump all`."""
+        s = socket.create_connection(("127.0.0.1", self.port), 5)
+        s.sendall(b"lru_crawler metadump all\r\n")
+        buf = b""
+        while not buf.endswith(b"END\r\n"):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+        s.close()
+        out = {}
+        for line in buf.decode("ascii", "replace").splitlines():
+            f = dict(x.split("=", 1) for x in line.split() if "=" in x)
+            if "key" in f:   # URL-encoded in the dump
+                out[urllib.parse.unquote(f["key"])] = int(f.get("exp", "0"))
+        return out
+
+
+def _user_exists(name):
+    try:
+        import pwd
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+def ttl(node, key):
+    """The TTL a daemon reports for key (`mg KEY t`), or None."""
+    s = socket.create_connection(("127.0.0.1", node.port), 5)
+    s.sendall(b"mg %s t\r\n" % key.encode())
+    line = b""
+    while not line.endswith(b"\r\n"):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        line += chunk
+    s.close()
+    f = line.split()
+    if f and f[0] == b"HD":
+        for flag in f[1:]:
+            if flag.startswith(b"t"):
+                return int(flag[1:])
+    return None
+
+
+def stats(node):
+    st = node.client().stats()
+    return {k.decode(): v for k, v in st.items() if k.startswith(b"tier_")}
+
+
+def poll_stat(node, name, pred, timeout):
+    end = time.monotonic() + timeout
+    while True:
+        st = stats(node)
+        if pred(st[name]) or time.monotonic() >= end:
+            return pred(st[name]), st
+
+
+def run(args, tmp, daemons, checks):
+    mcs = [Memcached(tc.free_port()), Memcached(tc.free_port())]
+    try:
+        body(args, tmp, daemons, checks, mcs)
+    finally:
+        for m in mcs:
+            m.kill()
+
+
+def body(args, tmp, daemons, checks, mcs):
+    tier = ",".join("127.0.0.1:%d" % m.port for m in mcs)
+
+    def start(name, join=(), extra=()):
+        d = tc.Daemon(args.sessnode, tmp, name, join, ["--tier", tier] + list(extra))
+        daemons.append(d)
+        d.wait_port()
+        return d
+
+    tc.log("phase 1: three daemons with the tier take %d sessions" % args.sessions)
+    a = start("A")
+    b = start("B", [a])
+    c = start("C", [a])
+    nodes = [a, b, c]
+    expected, lifetime = {}, {}
+    written_at = time.time()
+    for i in range(args.sessions):
+        key = "s-%05d" % i
+        value = ("session %d " % i).encode() * (1 + i % 7)
+        life = 2 * HOUR if i % 10 == 0 else HOUR
+        expected[key] = (value, 0)
+        lifetime[key] = life
+    bad = 0
+    for i, key in enumerate(sorted(expected)):
+        if not nodes[i % 3].client().set(key, expected[key][0], expire=lifetime[key]):
+            bad += 1
+    checks.record("%d sessions written through A, B and C" % args.sessions, bad == 0,
+                  "%d refused" % bad)
+    deleted = ["s-%05d" % i for i in range(0, args.sessions, args.sessions // 100)][:100]
+    gone = sum(1 for i, k in enumerate(deleted) if nodes[i % 3].client().delete(k, noreply=False))
+    checks.record("100 of them deleted", gone == len(deleted), "%d deleted" % gone)
+    for k in deleted:
+        del expected[k]
+    for n in nodes:
+        ok, st = poll_stat(n, "tier_queue", lambda q: q == 0, 60)
+        checks.record("%s's tier queue drains" % n.name, ok, str(st))
+    total = sum(stats(n)["tier_writes"] for n in nodes)
+    # (a session deleted before its first backup is only deleted there)
+    checks.record("the nodes wrote every live session to the tier", total >= len(expected),
+                  "tier_writes summed: %d" % total)
+    dumps = {}
+    for m in mcs:
+        dumps.update(m.dump())
+    ours = {k for k in dumps if k.startswith("sn:")}
+    checks.record("the tier holds every live session, none deleted",
+                  ours == {"sn:" + k for k in expected},
+                  "%d keys in the tier for %d sessions; %d of the deleted there" % (
+                      len(ours), len(expected), len(ours & {"sn:" + k for k in deleted})))
+    now = time.time()
+    off = [k for k in expected if abs(dumps.get("sn:" + k, 0) - (written_at + lifetime[k]))
+           > (now - written_at) + 5]
+    checks.record("memcached expires each session with its lifetime", not off,
+                  "%d off; first %s: exp %s, want about %d" % (
+                      len(off), off[0] if off else "-",
+                      dumps.get("sn:" + off[0]) if off else "-",
+                      written_at + lifetime[off[0]] if off else 0))
+
+    tc.log("phase 2: stop every node; a new one with the tier alone")
+    for n in nodes:
+        status = n.signal_and_wait(signal.SIGTERM, 30)
+        checks.record("%s stops with status 0" % n.name, status == 0, "status %s" % status)
+    d = start("D", (), ["--tier-queue", "1000"])
+    st = stats(d)
+    checks.record("D loaded the sessions from the tier",
+                  st["tier_boot_sessions"] == len(expected), str(st))
+    if st["tier_boot_ms"]:
+        rate = st["tier_boot_sessions"] * 1000.0 / st["tier_boot_ms"]
+        tc.log("bootstrap: %d sessions in %d ms (%.0f sessions/s)" % (
+            st["tier_boot_sessions"], st["tier_boot_ms"], rate))
+    checks.record("D holds every session with its data, no deleted one",
+                  *tc.compare(d, expected, deleted))
+    elapsed = time.time() - written_at
+    wrong = []
+    for k in sorted(expected)[:: max(1, len(expected) // 300)]:
+        t = ttl(d, k)
+        if t is None or not (lifetime[k] - elapsed - 5 <= t <= lifetime[k]):
+            wrong.append((k, t, lifetime[k]))
+    checks.record("each session keeps its remaining lifetime", not wrong,
+                  "%d wrong of those sampled; first %s" % (len(wrong), wrong[:1]))
+
+    tc.log("phase 3: one memcached server killed under write load, then back")
+    before = stats(d)
+    mcs[1].kill()
+    more = {"more-%05d" % i: (b"more %d" % i, 0) for i in range(5000)}
+    peak = 0
+    refused = 0
+    cl = d.client()
+    for i, (k, (v, f)) in enumerate(sorted(more.items())):
+        if not cl.set(k, v, expire=HOUR):
+            refused += 1
+        if i % 250 == 0:
+            peak = max(peak, stats(d)["tier_queue"])
+    time.sleep(1.0)
+    st = stats(d)
+    peak = max(peak, st["tier_queue"])
+    checks.record("D serves every write while a tier server is down", refused == 0,
+                  "%d refused" % refused)
+    checks.record("the tier queue stays within --tier-queue", peak <= 1000,
+                  "largest seen %d" % peak)
+    checks.record("failures and dropped backups are counted",
+                  st["tier_failures"] > before["tier_failures"] and
+                  st["tier_dropped"] > before["tier_dropped"], str(st))
+    checks.record("D still reads what it holds", *tc.compare(d, dict(list(more.items())[:500]), []))
+    mcs[1] = Memcached(mcs[1].port)
+    written = st["tier_writes"]
+    ok, st2 = poll_stat(d, "tier_queue", lambda q: q == 0, 60)
+    checks.record("the queue drains once the server is back", ok, str(st2))
+    checks.record("backups resume", st2["tier_writes"] > written,
+                  "tier_writes %d -> %d" % (written, st2["tier_writes"]))
+    d.client().set("after-restart", b"back up", expire=HOUR)
+    ok, st3 = poll_stat(d, "tier_queue", lambda q: q == 0, 30)
+    held = {}
+    for m in mcs:
+        held.update(m.dump())
+    checks.record("a write after the restart reaches the tier", "sn:after-restart" in held,
+                  "%d keys in the tier" % len(held))
+    status = d.signal_and_wait(signal.SIGTERM, 30)
+    checks.record("D stops with status 0", status == 0, "status %s" % status)
+
+
+def add_args(ap):
+    pass
+
+
+if __name__ == "__main__":
+    sys.exit(tc.main(run, __doc__, add_args))
