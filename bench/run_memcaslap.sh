@@ -12,11 +12,19 @@
 # 64 connections (memcaslap -T 2 -c 64). The systems take turns for several
 # rounds; each round's ops/s is printed, then the medians and the ratios.
 #
+# With --tier, the write path with and without the memcached tier instead:
+#   sessnode, alone                 the reference for this mode
+#   sessnode, alone, --tier         backing every session up to a second
+#                                   memcached: target >= 0.9x sessnode alone
+# under a load of sets only (--sets FRACTION to change it), memcached shown
+# for scale.
+#
 #   bash bench/run_memcaslap.sh                      build, then 3 rounds x 10 s
 #   bash bench/run_memcaslap.sh --daemon PATH        use a built sessnode
 #   bash bench/run_memcaslap.sh --rounds 5 --time 20
 #   bash bench/run_memcaslap.sh --perf DIR           also perf-record each
 #                                                    sessnode setup under load
+#   bash bench/run_memcaslap.sh --tier --rounds 5
 #
 # Without --daemon it configures a Release tree (--build DIR, default
 # build-release/) with tests and benchmarks off and builds the daemon only.
@@ -31,6 +39,8 @@ rounds=3
 secs=10
 mem=1024
 perf_dir=""
+tier=0
+sets=""
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -44,6 +54,8 @@ while (($#)); do
     --time) secs=$2; shift 2 ;;
     --mem) mem=$2; shift 2 ;;
     --perf) perf_dir=$2; shift 2 ;;
+    --tier) tier=1; shift ;;
+    --sets) sets=$2; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -105,13 +117,15 @@ wait_port() {
 }
 
 # start_sessnode NAME [JOIN CLUSTER PORTS...]: prints nothing, records the port.
+# $extra_args, if set, go to the daemon too.
+extra_args=()
 start_sessnode() {
     local name=$1 port cport join="" p
     shift
     port=$(free_port) cport=$(free_port)
     for p in "$@"; do join+="${join:+,}127.0.0.1:$p"; done
     local args=(--listen "127.0.0.1:$port" --cluster "127.0.0.1:$cport" --name "$name"
-        --max-memory "$mem")
+        --max-memory "$mem" "${extra_args[@]}")
     [[ -n $join ]] && args+=(--join "$join")
     "$daemon" "${args[@]}" </dev/null 2>"$tmp/$name.log" &
     pids+=($!)
@@ -133,22 +147,43 @@ pid_of[memcached]=$!
 wait_port "$mport" $!
 echo "  memcached: memcached ${user[*]} -l 127.0.0.1 -p $mport -U 0 -t 4 -m $mem ($(memcached -V))"
 start_sessnode single
-start_sessnode c1
-start_sessnode c2 "${cport_of[c1]}"
-start_sessnode c3 "${cport_of[c1]}" "${cport_of[c2]}"
-sleep 2   # let the peers subscribe to each other before the first load
+declare -A procs target_port
+if ((tier)); then
+    # the tier's own memcached, apart from the reference one
+    tport=$(free_port)
+    memcached "${user[@]}" -l 127.0.0.1 -p "$tport" -U 0 -t 2 -m "$mem" </dev/null \
+        2>"$tmp/tier-memcached.log" &
+    pids+=($!)
+    pid_of[tier-memcached]=$!
+    wait_port "$tport" $!
+    echo "  tier: memcached ${user[*]} -l 127.0.0.1 -p $tport -U 0 -t 2 -m $mem"
+    extra_args=(--tier "127.0.0.1:$tport")
+    start_sessnode tiered
+    extra_args=()
+    # the tier's memcached works for the tiered node: its CPU counts there
+    procs=([memcached]="${pid_of[memcached]}" [single]="${pid_of[single]}"
+        [tier]="${pid_of[tiered]} ${pid_of[tier-memcached]}")
+    target_port=([memcached]=$mport [single]=${port_of[single]} [tier]=${port_of[tiered]})
+    systems=(memcached single tier)
+    daemons=(single tiered)
+    sets=${sets:-1.0}
+else
+    start_sessnode c1
+    start_sessnode c2 "${cport_of[c1]}"
+    start_sessnode c3 "${cport_of[c1]}" "${cport_of[c2]}"
+    sleep 2   # let the peers subscribe to each other before the first load
+    # The processes whose CPU time counts for each system.
+    procs=([memcached]="${pid_of[memcached]}" [single]="${pid_of[single]}"
+        [peers]="${pid_of[c1]} ${pid_of[c2]} ${pid_of[c3]}")
+    target_port=([memcached]=$mport [single]=${port_of[single]} [peers]=${port_of[c1]})
+    systems=(memcached single peers)
+    daemons=(single c1 c2 c3)
+    sets=${sets:-0.1}
+fi
 
 conf=$tmp/memcaslap.conf
-printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 0.1\n1 0.9\n' >"$conf"
-
-# The processes whose CPU time counts for each system.
-declare -A procs=(
-    [memcached]="${pid_of[memcached]}"
-    [single]="${pid_of[single]}"
-    [peers]="${pid_of[c1]} ${pid_of[c2]} ${pid_of[c3]}"
-)
-declare -A target_port=([memcached]=$mport [single]=${port_of[single]} [peers]=${port_of[c1]})
-systems=(memcached single peers)
+getfrac=$(awk -v s="$sets" 'BEGIN {printf "%.2f", 1 - s}')
+printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 %s\n1 %s\n' "$sets" "$getfrac" >"$conf"
 
 cpu_ticks() {
     local sum=0 pid f
@@ -162,7 +197,7 @@ cpu_ticks() {
 declare -A results
 hz=$(getconf CLK_TCK)
 echo "== load: memcaslap -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
-    "(CONF: 64 B keys, 1 KiB values, 90% get)"
+    "(CONF: 64 B keys, 1 KiB values, set fraction $sets)"
 printf '%-6s %-10s %10s %10s %9s %8s\n' round system ops/s gets sets server-cpu
 for ((r = 1; r <= rounds; r++)); do
     for sys in "${systems[@]}"; do
@@ -193,16 +228,20 @@ done
 median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
 echo "== medians of $rounds rounds"
 mm=$(median "${results[memcached]}")
+ms=$(median "${results[single]}")
 verdict=0
 for sys in "${systems[@]}"; do
     m=$(median "${results[$sys]}")
     ratio=$(awk -v a="$m" -v b="$mm" 'BEGIN {printf "%.2f", a / b}')
+    ref=memcached
     case $sys in
-    single) target=0.90 ;;
+    single) target=0.90; ((tier)) && target="" ;;
     peers) target=0.70 ;;
+    tier) target=0.90; ref="sessnode alone"
+        ratio=$(awk -v a="$m" -v b="$ms" 'BEGIN {printf "%.2f", a / b}') ;;
     *) target="" ;;
     esac
-    line=$(printf '%-10s %10s ops/s  %5sx memcached' "$sys" "$m" "$ratio")
+    line=$(printf '%-10s %10s ops/s  %5sx %s' "$sys" "$m" "$ratio" "$ref")
     if [[ -n $target ]]; then
         if awk -v r="$ratio" -v t="$target" 'BEGIN {exit !(r >= t)}'; then
             line+="  (target >= ${target}x: met)"
@@ -214,7 +253,7 @@ for sys in "${systems[@]}"; do
     echo "$line"
 done
 
-for name in single c1 c2 c3; do
+for name in "${daemons[@]}"; do
     if ! kill -0 "${pid_of[$name]}" 2>/dev/null; then
         echo "run_memcaslap.sh: sessnode $name died during the run; its log:" >&2
         tail -n 20 "$tmp/$name.log" >&2
@@ -224,7 +263,7 @@ done
 
 if [[ -n $perf_dir ]]; then
     mkdir -p "$perf_dir"
-    for sys in single peers; do
+    for sys in "${systems[@]:1}"; do
         pid=${procs[$sys]%% *}
         echo "== perf record -g -p $pid ($sys) under the same load, $secs s -> $perf_dir/perf-$sys.data"
         perf record -g -p "$pid" -o "$perf_dir/perf-$sys.data" -- sleep "$secs" \

@@ -315,7 +315,6 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "tier_deletes", ns.tier_deletes);
     stat_u64(fn, arg, "tier_failures", ns.tier_failures);
     stat_u64(fn, arg, "tier_dropped", ns.tier_dropped);
-    stat_u64(fn, arg, "tier_conflicts", ns.tier_conflicts);
     stat_u64(fn, arg, "tier_boot_sessions", ns.tier_boot_sessions);
     stat_u64(fn, arg, "tier_boot_ms", ns.tier_boot_ms);
     stat_u64(fn, arg, "repl_tombstones", ns.tombstones);

@@ -49,6 +49,18 @@ static void node_sink(const sn_delta_t *delta, void *arg)
         sn_tier_mark(node->tier, delta);
 }
 
+/* A peer's change applied here (replication thread): a session it left
+ * not alive has this node's tier copy dropped; then the application's
+ * callback. */
+static void node_on_change(const void *id, size_t id_len, void *arg)
+{
+    sn_node_t *node = arg;
+    if (node->tier && !sn_store_exists(node->store, id, id_len))
+        sn_tier_mark_gone(node->tier, id, id_len);
+    if (node->cfg.on_change)
+        node->cfg.on_change(id, id_len, node->cfg.on_change_arg);
+}
+
 static void node_more_stats(sn_node_stats_t *stats, void *arg)
 {
     sn_node_t *node = arg;
@@ -142,8 +154,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .curve_cert = node->cfg.curve_cert,
         .curve_allow = node->cfg.curve_allow,
         .drop_rate = node->cfg.test_drop_rate,
-        .on_change = node->cfg.on_change,
-        .on_change_arg = node->cfg.on_change_arg,
+        .on_change = cfg->tier || cfg->on_change ? node_on_change : NULL,
+        .on_change_arg = node,
         .on_leave = node->cfg.on_leave,
         .on_leave_arg = node->cfg.on_leave_arg,
         .more_stats = node_more_stats,
@@ -168,6 +180,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
     if (cfg->tier) {
         sn_tier_options_t tio = {
             .servers = cfg->tier,
+            .node_id = node->cfg.node_id,
             .queue_max = cfg->tier_queue,
             .log = cfg->log,
             .log_arg = cfg->log_arg,

@@ -28,11 +28,13 @@
 #define BOOT_BATCH 1000             /* keys per multi-get while bootstrapping */
 #define FAIL_PAUSE_MS 200           /* after a round with failures */
 #define KEY_PREFIX "sn:"
+#define KEY_OVERHEAD 20             /* "sn:" + 16 hex digits of the node id + ":" */
+#define TOMB_TTL MONTH_S            /* a destroyed session's tombstone copy */
 #define KEY_MAX 250                 /* memcached's */
 #define MONTH_S (30u * 86400u)      /* memcached reads a longer expiry as a date */
 #define DUMP_MAX (1u << 30)         /* a metadump longer than this is cut short */
 
-enum { MARK_FULL = 1, MARK_TOUCH = 2 };
+enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4 };
 
 struct sn_tier {
     sn_tier_options_t opt;
@@ -54,8 +56,7 @@ struct sn_tier {
     uint64_t fail_log_ms, fails_unlogged;   /* thread-owned */
 
     struct {
-        _Atomic uint64_t writes, touches, deletes, failures, dropped, conflicts,
-            boot_sessions, boot_ms;
+        _Atomic uint64_t writes, touches, deletes, failures, dropped, boot_sessions, boot_ms;
     } st;
 };
 
@@ -90,27 +91,40 @@ static void count(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-/* The tier's key for a session id. */
-static size_t tier_key(const char *id, size_t id_len, char *key)
+/* This node's key for its copy of a session: "sn:" NODE ":" ID, or, for an
+ * id too long for that, "sn#" NODE ":" and a hash of the id (the value
+ * carries the id either way). */
+static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *key)
 {
-    if (id_len + strlen(KEY_PREFIX) <= KEY_MAX)
-        return (size_t) sprintf(key, KEY_PREFIX "%.*s", (int) id_len, id);
-    /* too long with the prefix: a hash names it (FNV-1a, 64 bits) */
-    uint64_t h = 1469598103934665603ull;
+    static const char hex[] = "0123456789abcdef";
+    char node[17];
+    for (int i = 0; i < 16; i++)
+        node[i] = hex[(t->opt.node_id >> (60 - 4 * i)) & 15];
+    node[16] = 0;
+    if (id_len + KEY_OVERHEAD <= KEY_MAX) {
+        memcpy(key, KEY_PREFIX, 3);
+        memcpy(key + 3, node, 16);
+        key[19] = ':';
+        memcpy(key + 20, id, id_len);
+        key[20 + id_len] = 0;
+        return 20 + id_len;
+    }
+    uint64_t h = 1469598103934665603ull;    /* FNV-1a */
     for (size_t i = 0; i < id_len; i++)
         h = (h ^ (uint8_t) id[i]) * 1099511628211ull;
-    return (size_t) sprintf(key, "sn#%016llx", (unsigned long long) h);
+    return (size_t) snprintf(key, KEY_MAX + 1, "sn#%s:%016llx", node, (unsigned long long) h);
 }
 
 /* ------------------------------------------------------------ marking */
 
-void sn_tier_mark(sn_tier_t *t, const sn_delta_t *d)
+static void mark(sn_tier_t *t, const void *id_bytes, size_t id_len, uintptr_t bit)
 {
     /* a valid id holds no NUL (no control characters): a C string */
     char id[SN_ID_MAX + 1];
-    memcpy(id, d->id, d->id_len);
-    id[d->id_len] = 0;
-    uintptr_t bit = d->kind == SN_DELTA_TOUCH ? MARK_TOUCH : MARK_FULL;
+    if (id_len > SN_ID_MAX)
+        return;
+    memcpy(id, id_bytes, id_len);
+    id[id_len] = 0;
     pthread_mutex_lock(&t->lock);
     void *had = zhashx_lookup(t->dirty, id);
     if (had) {
@@ -134,6 +148,16 @@ void sn_tier_mark(sn_tier_t *t, const sn_delta_t *d)
         }
     }
     pthread_mutex_unlock(&t->lock);
+}
+
+void sn_tier_mark(sn_tier_t *t, const sn_delta_t *d)
+{
+    mark(t, d->id, d->id_len, d->kind == SN_DELTA_TOUCH ? MARK_TOUCH : MARK_FULL);
+}
+
+void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
+{
+    mark(t, id, id_len, MARK_GONE);
 }
 
 /* A session of the batch in flight is done with: written, or back in the
@@ -181,7 +205,9 @@ static void export_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, 
             l->exptime = left_s > MONTH_S ? (time_t) (now / 1000 + left_s) : (time_t) left_s;
         }
     }
-    if (l->alive && !l->expired && sn_wire_encode_state(id, id_len, st, &l->buf, &l->len))
+    if (!st->has_meta)
+        l->exptime = TOMB_TTL;
+    if (!l->expired && sn_wire_encode_state(id, id_len, st, &l->buf, &l->len))
         l->buf = NULL;
 }
 
@@ -208,120 +234,58 @@ static void failed(sn_tier_t *t, const char *what, const char *key, memcached_re
 typedef struct {
     char *id;
     uintptr_t bits;
-    char key[KEY_MAX + 1];
-    size_t key_len;
-    char *value;                /* the tier's copy, from the multi-get */
-    size_t value_len;
-    uint64_t cas;
 } item_t;
 
-/* Reads the tier's copies of the items that need a full write. */
-static void fetch_copies(sn_tier_t *t, item_t *items, size_t n)
+static bool sent_ok(memcached_return_t rc)
 {
-    const char *keys[BATCH];
-    size_t lens[BATCH], nk = 0;
-    for (size_t i = 0; i < n; i++)
-        if (items[i].bits & MARK_FULL) {
-            keys[nk] = items[i].key;
-            lens[nk++] = items[i].key_len;
-        }
-    if (!nk || memcached_mget(t->mc, keys, lens, nk) != MEMCACHED_SUCCESS)
-        return;
-    memcached_return_t rc;
-    memcached_result_st *r;
-    while ((r = memcached_fetch_result(t->mc, NULL, &rc))) {
-        const char *k = memcached_result_key_value(r);
-        size_t kl = memcached_result_key_length(r);
-        for (size_t i = 0; i < n; i++) {
-            if (items[i].key_len == kl && memcmp(items[i].key, k, kl) == 0 &&
-                !items[i].value) {
-                size_t vl = memcached_result_length(r);
-                items[i].value = malloc(vl ? vl : 1);
-                if (items[i].value) {
-                    memcpy(items[i].value, memcached_result_value(r), vl);
-                    items[i].value_len = vl;
-                    items[i].cas = memcached_result_cas(r);
-                }
-                break;
-            }
-        }
-        memcached_result_free(r);
-    }
+    return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_BUFFERED;
 }
 
-/* Merges the tier's copy into the store: a write another node backed up
- * and this one has not received yet is then part of what goes back. */
-static void merge_copy(sn_tier_t *t, item_t *it)
-{
-    sn_wire_state_t ws;
-    if (sn_wire_decode_state(it->value, it->value_len, &ws) == 0) {
-        if (ws.id_len == strlen(it->id) && memcmp(ws.id, it->id, ws.id_len) == 0)
-            sn_store_merge(t->store, ws.id, ws.id_len, &ws.state);
-        sn_wire_state_release(&ws);
-    }
-}
-
-/* Writes one session; returns the marks to queue it again with (0: done). */
-static uintptr_t write_one(sn_tier_t *t, item_t *it)
+/* Queues the command for one session's copy. Returns the marks to queue
+ * it again with after a failure, else 0. */
+static uintptr_t send_one(sn_tier_t *t, const item_t *it)
 {
     size_t id_len = strlen(it->id);
+    char key[KEY_MAX + 1];
+    size_t key_len = tier_key(t, it->id, id_len, key);
     local_t l;
-    if ((it->bits & MARK_FULL) == 0) {
-        /* an access only: the tier's copy lives on as long as the session */
-        if (!export_local(t, it->id, id_len, &l) || !l.alive)
-            return 0;
-        free(l.buf);
-        memcached_return_t rc = memcached_touch(t->mc, it->key, it->key_len, l.exptime);
-        if (rc == MEMCACHED_SUCCESS) {
-            count(&t->st.touches, 1);
-            return 0;
-        }
-        if (rc != MEMCACHED_NOTFOUND) {
-            failed(t, "touch", it->key, rc);
-            return it->bits;
-        }
-        it->bits |= MARK_FULL;  /* not there: write it whole */
-    }
-    if (it->value)
-        merge_copy(t, it);
-    if (!export_local(t, it->id, id_len, &l))
-        return 0;       /* gone here (evicted, collected): the tier's copy expires */
+    bool found = export_local(t, it->id, id_len, &l);
     memcached_return_t rc;
-    if (!l.alive || l.expired) {
-        rc = memcached_delete(t->mc, it->key, it->key_len, 0);
-        if (rc == MEMCACHED_SUCCESS || rc == MEMCACHED_NOTFOUND) {
+    const char *what;
+    /* a copy to drop: the session is gone here, was destroyed elsewhere (that
+     * node keeps the tombstone), or has expired */
+    bool drop = !found || l.expired || (!l.alive && !(it->bits & MARK_FULL));
+    if (drop) {
+        free(l.buf);
+        if (!(it->bits & MARK_GONE) && !l.expired)
+            return 0;   /* evicted or collected here: the copy expires by itself */
+        what = "delete";
+        rc = memcached_delete(t->mc, key, key_len, 0);
+        if (sent_ok(rc))
             count(&t->st.deletes, 1);
-            return 0;
-        }
-        failed(t, "delete", it->key, rc);
-        return it->bits;
-    }
-    if (!l.buf) {
-        failed(t, "encode", it->key, MEMCACHED_MEMORY_ALLOCATION_FAILURE);
+    } else if (!l.buf) {
+        failed(t, "encode", key, MEMCACHED_MEMORY_ALLOCATION_FAILURE);
         return 0;
+    } else {
+        /* the whole state, tombstones included: a copy another node left
+         * (it was down when the session was destroyed) must not bring the
+         * session back at a bootstrap */
+        what = "set";
+        rc = memcached_set(t->mc, key, key_len, (const char *) l.buf, l.len, l.exptime, 0);
+        free(l.buf);
+        if (sent_ok(rc))
+            count(it->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
     }
-    if (it->value)
-        rc = memcached_cas(t->mc, it->key, it->key_len, (const char *) l.buf, l.len, l.exptime,
-                           0, it->cas);
-    else
-        rc = memcached_add(t->mc, it->key, it->key_len, (const char *) l.buf, l.len, l.exptime,
-                           0);
-    free(l.buf);
-    if (rc == MEMCACHED_SUCCESS) {
-        count(&t->st.writes, 1);
+    if (sent_ok(rc))
         return 0;
-    }
-    if (rc == MEMCACHED_DATA_EXISTS || rc == MEMCACHED_NOTSTORED) {
-        /* another node wrote it since we read it: merge its copy next round */
-        count(&t->st.conflicts, 1);
-        return MARK_FULL;
-    }
-    failed(t, it->value ? "cas" : "add", it->key, rc);
+    failed(t, what, key, rc);
     return it->bits;
 }
 
-/* Takes up to BATCH sessions off the queue and writes them; false if a
- * write failed (they are queued again). */
+/* Takes up to BATCH sessions off the queue and writes their copies, the
+ * commands pipelined without replies: a reply per command costs a round
+ * trip and its system calls, more than the session's own write here.
+ * False if a command failed (its session is queued again). */
 static bool write_batch(sn_tier_t *t)
 {
     item_t items[BATCH];
@@ -329,7 +293,6 @@ static bool write_batch(sn_tier_t *t)
     pthread_mutex_lock(&t->lock);
     for (void *v = zhashx_first(t->dirty); v && n < BATCH; v = zhashx_next(t->dirty)) {
         const char *id = zhashx_cursor(t->dirty);
-        memset(&items[n], 0, sizeof items[n]);
         items[n].id = strdup(id);
         items[n].bits = (uintptr_t) v;
         if (items[n].id)
@@ -339,15 +302,12 @@ static bool write_batch(sn_tier_t *t)
         zhashx_delete(t->dirty, items[i].id);
     t->inflight = n;
     pthread_mutex_unlock(&t->lock);
-    for (size_t i = 0; i < n; i++)
-        items[i].key_len = tier_key(items[i].id, strlen(items[i].id), items[i].key);
-    fetch_copies(t, items, n);
     uint64_t failures = atomic_load(&t->st.failures);
     for (size_t i = 0; i < n; i++) {
-        settle(t, items[i].id, write_one(t, &items[i]));
-        free(items[i].value);
+        settle(t, items[i].id, send_one(t, &items[i]));
         free(items[i].id);
     }
+    memcached_flush_buffers(t->mc);
     return atomic_load(&t->st.failures) == failures;
 }
 
@@ -458,7 +418,7 @@ static void load_keys(sn_tier_t *t, const char **keys, size_t *lens, size_t n, u
     while ((r = memcached_fetch_result(t->mc, NULL, &rc))) {
         sn_wire_state_t ws;
         if (sn_wire_view_state(memcached_result_value(r), memcached_result_length(r), &ws) == 0) {
-            if (sn_store_merge(t->store, ws.id, ws.id_len, &ws.state) >= 0)
+            if (sn_store_merge(t->store, ws.id, ws.id_len, &ws.state) >= 0 && ws.state.has_meta)
                 (*loaded)++;
             sn_wire_state_release(&ws);
         }
@@ -493,7 +453,7 @@ static void bootstrap(sn_tier_t *t)
     uint64_t ms = mono_ms() - start;
     count(&t->st.boot_sessions, loaded);
     count(&t->st.boot_ms, ms);
-    tlog(t, SN_LOG_INFO, "tier bootstrap: %llu sessions loaded from %zu keys on %u servers "
+    tlog(t, SN_LOG_INFO, "tier bootstrap: %llu sessions loaded from %zu copies on %u servers "
          "in %llu ms", (unsigned long long) loaded, zlistx_size(keys), ns,
          (unsigned long long) ms);
     zlistx_destroy(&keys);
@@ -582,7 +542,9 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
      * sessions wait in the queue for it rather than land elsewhere. */
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
                            MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1);
+    /* writes go out without replies, batched (write_batch) */
+    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
+    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 500);
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 1000);
@@ -677,7 +639,6 @@ void sn_tier_stats(sn_tier_t *t, sn_node_stats_t *s)
     LOAD(deletes);
     LOAD(failures);
     LOAD(dropped);
-    LOAD(conflicts);
     LOAD(boot_sessions);
     LOAD(boot_ms);
 #undef LOAD

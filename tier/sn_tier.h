@@ -5,14 +5,15 @@
  * Module-private header. One thread of its own talks to memcached through
  * libmemcached (consistent hashing over the servers); writers only mark a
  * session dirty, in a bounded set that coalesces repeated writes of one
- * session, so the write path never waits for memcached. The thread writes
- * batches: it reads the tier's copies of the batch (one multi-get), merges
- * each into the store (so the tier's copy is never replaced by a state
- * that lacks a concurrent write another node backed up), and writes the
- * merged state back with compare-and-swap. Destroyed sessions are deleted
- * from the tier; accesses only move the tier's expiry (touch). Keys are
- * "sn:" + session id (an id too long for that, "sn#" + a hash of it; the
- * value carries the id either way).
+ * session, so the write path never waits for memcached. Each node keeps its
+ * own copy of the sessions it writes, under a key of its own ("sn:" NODE
+ * ":" ID): the thread writes the whole state with plain pipelined sets, no
+ * read and no compare-and-swap, and no node's copy can overwrite a write
+ * another node made. The bootstrap merges every copy it finds, as a peer's
+ * snapshot is merged, so the union of what the nodes backed up comes back.
+ * A destroyed session's copy becomes its tombstone (on the node that
+ * destroyed it) or is deleted (on the others), so no stale copy brings it
+ * back.
  */
 #ifndef SN_TIER_H_INCLUDED
 #define SN_TIER_H_INCLUDED
@@ -28,6 +29,7 @@ typedef struct sn_tier sn_tier_t;
 
 typedef struct {
     const char *servers;        /* "HOST:PORT[,HOST:PORT...]" */
+    uint64_t node_id;           /* names this node's copies */
     size_t queue_max;           /* sessions waiting to be written; 0: 100000 */
     uint32_t flush_ms;          /* a batch at least this often; 0: 20 */
     sn_log_fn log;
@@ -46,6 +48,10 @@ void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms);
  * marks the session for writing, or, for a touch, for an expiry update.
  * Never blocks on memcached; a full queue drops the mark (counted). */
 void sn_tier_mark(sn_tier_t *self, const sn_delta_t *delta);
+
+/* A peer's change left the session not alive here (a destroy): this
+ * node's copy is deleted. */
+void sn_tier_mark_gone(sn_tier_t *self, const void *id, size_t id_len);
 
 /* Loads every session the tier holds into the store, on the tier's thread;
  * sn_tier_bootstrap_done says when it finished. */

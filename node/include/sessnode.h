@@ -315,11 +315,10 @@ typedef struct {
     uint64_t tier_queue;        /* sessions waiting to be written to the tier, or
                                    being written */
     uint64_t tier_writes;       /* sessions written */
-    uint64_t tier_touches;      /* expiry updates after accesses */
-    uint64_t tier_deletes;      /* destroyed or expired sessions deleted */
+    uint64_t tier_touches;      /* sessions written again after accesses only */
+    uint64_t tier_deletes;      /* copies deleted: destroyed elsewhere, or expired */
     uint64_t tier_failures;     /* operations memcached failed (retried) */
     uint64_t tier_dropped;      /* changes not backed up: the queue was full */
-    uint64_t tier_conflicts;    /* writes another node's write raced (merged, retried) */
     uint64_t tier_boot_sessions; /* sessions loaded from the tier at start */
     uint64_t tier_boot_ms;      /* ...and how long that took */
 } sn_node_stats_t;
