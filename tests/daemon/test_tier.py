@@ -19,7 +19,9 @@ within the time elapsed since the write). Phase 3: with --tier-queue 1000,
 one memcached server is killed while D takes 5,000 more writes: every
 write is served, the queue never holds more than 1,000, and the stats
 count failures and dropped backups. The server restarts on its port:
-backups resume (tier_writes grows, the queue drains to 0).
+backups resume (tier_writes grows, the queue drains to 0). Phase 4: D
+takes 2,000 writes and is stopped at once (SIGTERM): a new daemon E alone
+with the tier holds all of them (the queue is written before exit).
 
 The harness (time limit, cleanup by PID, sanitizer checks of the
 daemons' logs, the summary) is test_cluster.py's.
@@ -257,8 +259,17 @@ def body(args, tmp, daemons, checks, mcs):
     checks.record("a write after the restart reaches the tier",
                   any(k.endswith(":after-restart") for k in held),
                   "%d keys in the tier" % len(held))
+
+    tc.log("phase 4: writes queued at SIGTERM are written before the daemon exits")
+    final = {"final-%04d" % i: (b"last words %d" % i, 0) for i in range(2000)}
+    checks.record("2000 sets on D", *tc.store_all(d, final, expire=HOUR))
     status = d.signal_and_wait(signal.SIGTERM, 30)
     checks.record("D stops with status 0", status == 0, "status %s" % status)
+    e = start("E")
+    checks.record("E, alone with the tier, holds every write D took before it stopped",
+                  *tc.compare(e, final, []))
+    status = e.signal_and_wait(signal.SIGTERM, 30)
+    checks.record("E stops with status 0", status == 0, "status %s" % status)
 
 
 def add_args(ap):
