@@ -13,6 +13,9 @@
  *   POST /api/logout       destroys the session, on every node
  *   GET  /healthz          "ok", for the load balancer's checks
  *
+ * A browser's form post (Accept: text/html) is answered with a redirect
+ * to the page instead of the JSON.
+ *
  * The session id is 128 random bits in hex; the session holds two
  * attributes, "user" and "counter", and expires after 30 idle minutes. Only
  * the public sessnode.h is used: this is what an application embedding the
@@ -98,6 +101,19 @@ static void json_str(char *out, size_t cap, const char *s)
 static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const char *type,
                              const char *body, const char *cookie)
 {
+    /* a form posted from the page goes back to the page (303), not to JSON */
+    const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
+    if (status == MHD_HTTP_OK && strcmp(type, "application/json") == 0 && accept &&
+        strstr(accept, "text/html")) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *) "",
+                                                                 MHD_RESPMEM_PERSISTENT);
+        MHD_add_response_header(r, "Location", "/");
+        if (cookie)
+            MHD_add_response_header(r, "Set-Cookie", cookie);
+        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_SEE_OTHER, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *) body,
                                                              MHD_RESPMEM_MUST_COPY);
     MHD_add_response_header(r, "Content-Type", type);

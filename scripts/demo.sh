@@ -16,18 +16,10 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-wait_at_end=1
-for arg in "$@"; do
-    case $arg in
-        --no-wait) wait_at_end=0 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "demo.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
-    esac
-done
-
-bash scripts/deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j2 --target sessnode-daemon sessctl
+demo_name=demo
+# shellcheck source=scripts/demo_common.sh
+. scripts/demo_common.sh
+demo_setup sessnode-daemon sessctl -- "$@"
 
 daemon=build/daemon/sessnode
 sessctl=build/daemon/sessctl
@@ -37,12 +29,7 @@ listen=(11311 11312 11313)
 cluster=(7400 7410 7420)
 pids=(0 0 0)
 
-for port in "${listen[@]}" "${cluster[@]}" $((7401)) $((7411)) $((7421)); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "demo: port $port on 127.0.0.1 is already in use; stop what holds it first" >&2
-        exit 1
-    fi
-done
+demo_ports_free "${listen[@]}" "${cluster[@]}" 7401 7411 7421
 
 stop_all() {
     for pid in "${pids[@]}"; do

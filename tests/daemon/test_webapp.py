@@ -81,25 +81,14 @@ def run(args, tmp, daemons, checks):
         apps.append(p)
     lb = tc.free_port()
     cfg = os.path.join(tmp, "haproxy.cfg")
+    template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "demo",
+                            "haproxy.cfg.in")
+    servers = "".join("    server %s 127.0.0.1:%d check inter 200 fall 2 rise 1 cookie %s\n"
+                      % (a.name, a.port, a.name) for a in apps)
+    with open(template) as f:
+        text = f.read().replace("@LB@", "127.0.0.1:%d" % lb).replace("@SERVERS@", servers)
     with open(cfg, "w") as f:
-        f.write("""global
-    maxconn 256
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 10s
-    timeout server 10s
-    retries 3
-    option redispatch
-frontend web
-    bind 127.0.0.1:%d
-    default_backend apps
-backend apps
-    balance roundrobin
-    cookie SERVER insert indirect nocache
-    option httpchk GET /healthz
-%s""" % (lb, "".join("    server %s 127.0.0.1:%d check inter 200 fall 2 rise 1 cookie %s\n"
-                          % (a.name, a.port, a.name) for a in apps)))
+        f.write(text)
     proxy = Proc(tmp, "haproxy", [haproxy, "-f", cfg, "-db"], lb)
     daemons.append(proxy)
     proxy.wait_port()
