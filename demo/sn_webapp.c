@@ -12,6 +12,8 @@
  *   POST /api/incr         counter + 1 (401 without a session)
  *   POST /api/logout       destroys the session, on every node
  *   GET  /healthz          "ok", for the load balancer's checks
+ *   GET  /api/members      this node and its peers: state, last heard, sessions, lag
+ *   GET  /status           the cluster status page (refreshes itself from the above)
  *
  * A browser's form post (Accept: text/html) is answered with a redirect
  * to the page instead of the JSON.
@@ -32,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sessnode.h"
@@ -142,6 +145,80 @@ static void state_json(app_t *a, const char *sid, char *out, size_t cap)
              a->name, sid, safe_user, strtol(counter, NULL, 10));
 }
 
+/* This node and its peers as JSON: name, address, state, how long ago
+ * each was last heard, the sessions each holds and the replication lag. */
+static char *members_json(app_t *a)
+{
+    static const char *states[] = {"alive", "suspect", "dead", "left"};
+    sn_member_t m[64];
+    size_t n = 0;
+    sn_node_members(a->node, m, 64, &n);
+    if (n > 64)
+        n = 64;
+    sn_node_stats_t st;
+    sn_node_stats(a->node, &st);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
+    size_t cap = 256 + n * 700;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    char name[400];
+    json_str(name, sizeof name, a->name);
+    size_t len = (size_t) snprintf(out, cap,
+                                   "{\"node\":{\"name\":\"%s\",\"state\":\"self\","
+                                   "\"sessions\":%llu},\"members\":[",
+                                   name, (unsigned long long) st.sessions);
+    for (size_t i = 0; i < n; i++) {
+        char peer[400], addr[1600];
+        json_str(peer, sizeof peer, m[i].name);
+        json_str(addr, sizeof addr, m[i].address);
+        char heard[32] = "null";
+        if (m[i].last_heard_ms)
+            snprintf(heard, sizeof heard, "%llu",
+                     (unsigned long long) (now > m[i].last_heard_ms ? now - m[i].last_heard_ms : 0));
+        len += (size_t) snprintf(out + len, cap - len,
+                                 "%s{\"name\":\"%s\",\"address\":\"%s\",\"state\":\"%s\","
+                                 "\"last_heard_ms_ago\":%s,\"sessions\":%llu,\"lag\":%llu}",
+                                 i ? "," : "", peer, addr, states[m[i].state & 3], heard,
+                                 (unsigned long long) m[i].sessions,
+                                 (unsigned long long) m[i].lag);
+    }
+    snprintf(out + len, cap - len, "]}");
+    return out;
+}
+
+/* The cluster status page: the member table, refreshed every second from
+ * /api/members by the page itself. */
+static const char STATUS_PAGE[] =
+    "<!doctype html><html><head><meta charset=\"utf-8\"><title>sessnode cluster</title>"
+    "<style>body{font-family:sans-serif}td,th{padding:2px 10px;text-align:left}"
+    ".alive,.self{color:#070}.suspect{color:#a60}.dead,.left{color:#a00}</style></head>"
+    "<body><h1>Cluster seen from <span id=\"node\">?</span></h1>"
+    "<table><thead><tr><th>name</th><th>address</th><th>state</th><th>last heard</th>"
+    "<th>sessions</th><th>lag</th></tr></thead><tbody id=\"members\"></tbody></table>"
+    "<p id=\"updated\">loading</p><script>\n"
+    "function cell(tr, text, cls) { const td = document.createElement('td');\n"
+    "  td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); }\n"
+    "async function refresh() {\n"
+    "  try {\n"
+    "    const doc = await (await fetch('/api/members', {cache: 'no-store'})).json();\n"
+    "    document.getElementById('node').textContent = doc.node.name;\n"
+    "    const body = document.getElementById('members'); body.textContent = '';\n"
+    "    const rows = [Object.assign({address: '-', last_heard_ms_ago: null, lag: 0}, doc.node)]\n"
+    "      .concat(doc.members);\n"
+    "    for (const m of rows) { const tr = document.createElement('tr');\n"
+    "      tr.dataset.name = m.name; tr.dataset.state = m.state;\n"
+    "      cell(tr, m.name); cell(tr, m.address); cell(tr, m.state, m.state);\n"
+    "      cell(tr, m.last_heard_ms_ago === null ? '-' : m.last_heard_ms_ago + ' ms ago');\n"
+    "      cell(tr, m.sessions); cell(tr, m.lag); body.appendChild(tr); }\n"
+    "    document.getElementById('updated').textContent = 'updated ' + new Date().toISOString();\n"
+    "  } catch (e) { document.getElementById('updated').textContent = 'no answer: ' + e; }\n"
+    "}\n"
+    "refresh(); setInterval(refresh, 1000);\n"
+    "</script></body></html>";
+
 static int put_attr(app_t *a, const char *sid, const char *name, const char *value)
 {
     return sn_node_put(a->node, sid, strlen(sid), name, strlen(name), value, strlen(value),
@@ -223,6 +300,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return reply(c, MHD_HTTP_OK, "application/json", body,
                      "SID=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
     }
+    if (get && strcmp(url, "/api/members") == 0) {
+        char *json = members_json(a);
+        if (!json)
+            return reply(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+                         "{\"error\":\"out of memory\"}", NULL);
+        enum MHD_Result ret = reply(c, MHD_HTTP_OK, "application/json", json, NULL);
+        free(json);
+        return ret;
+    }
+    if (get && strcmp(url, "/status") == 0)
+        return reply(c, MHD_HTTP_OK, "text/html; charset=utf-8", STATUS_PAGE, NULL);
     if (get && strcmp(url, "/") == 0) {
         char state[2048];
         state_json(a, sid, state, sizeof state);

@@ -12,7 +12,7 @@ packages=(
     libevent-dev
     php-cli php-memcached python3-pymemcache
     iproute2 iptables
-    libmicrohttpd-dev haproxy curl
+    libmicrohttpd-dev haproxy curl chromium
 )
 
 missing=()

@@ -74,6 +74,7 @@ wait_port "$lb" $! haproxy
 echo
 echo "Point a browser at http://127.0.0.1:$lb/ (HAProxy in front of app1-app3)."
 echo "Log in, count, then kill -9 the PID of the app the page names, and count again."
+echo "The cluster as one node sees it: http://127.0.0.1:$lb/status"
 echo "Logs: $dir"
 if ((wait_at_end)); then
     echo "Ctrl-C stops everything."

@@ -10,7 +10,10 @@ logs in through the load balancer and counts three times on the node it
 is stuck to. That node is killed with SIGKILL: the next request lands on
 another node, with the same session id, and the counter goes on from 3.
 Logging out there destroys the session on every node (asked directly).
-The HTML page names the node that served it. (--sessnode and --sessctl
+The HTML page names the node that served it. With --chromium, the cluster
+status page (/status, which refreshes itself from /api/members) is loaded
+in headless Chromium: it lists the three nodes, and after the kill it
+shows the killed one suspect or dead. (--sessnode and --sessctl
 are the harness's; only their presence is checked.)
 
 The harness (time limit, cleanup by PID, sanitizer checks of the logs,
@@ -19,6 +22,7 @@ the summary) is test_cluster.py's.
 
 import http.cookiejar
 import json
+import re
 import os
 import shutil
 import signal
@@ -79,6 +83,10 @@ def run(args, tmp, daemons, checks):
         daemons.append(p)
         p.wait_port()
         apps.append(p)
+    if args.chromium:
+        ok, detail = poll_page(args.chromium, tmp, apps[0],
+                               {"app1": ("self",), "app2": ("alive",), "app3": ("alive",)})
+        checks.record("the status page, in headless Chromium, lists the three", ok, detail)
     lb = tc.free_port()
     cfg = os.path.join(tmp, "haproxy.cfg")
     template = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "demo",
@@ -134,6 +142,13 @@ def run(args, tmp, daemons, checks):
     checks.record("...with the same session id and the counter going on",
                   after.get("sid") == sid and after.get("counter") == 4 and
                   after.get("user") == "alice", body[:200])
+    if args.chromium:
+        survivor = others[0]
+        want = {a.name: ("alive",) for a in others if a is not survivor}
+        want[survivor.name] = ("self",)
+        want[victim.name] = ("suspect", "dead")
+        ok, detail = poll_page(args.chromium, tmp, survivor, want, 20)
+        checks.record("the status page shows the killed node suspect or dead", ok, detail)
     status, page = request(opener, base + "/")
     checks.record("the HTML page names the node that served it",
                   status == 200 and ('<span id="node">%s</span>' % after.get("node")) in page,
@@ -166,8 +181,40 @@ def direct(node, sid):
         return {}
 
 
+ROW = re.compile(r'<tr data-name="([^"]*)" data-state="([^"]*)"')
+
+
+def status_rows(chromium, tmp, node):
+    """{name: state} from the status page as headless Chromium renders it
+    (its script fetches /api/members and fills the table)."""
+    argv = [chromium, "--headless=new", "--disable-gpu", "--no-first-run",
+            "--user-data-dir=" + os.path.join(tmp, "chromium"),
+            "--virtual-time-budget=3000", "--dump-dom",
+            "http://127.0.0.1:%d/status" % node.port]
+    if os.geteuid() == 0:
+        argv.insert(1, "--no-sandbox")
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return {}, "chromium did not finish"
+    dom = p.stdout.decode("utf-8", "replace")
+    return dict(ROW.findall(dom)), dom[-300:]
+
+
+def poll_page(chromium, tmp, node, want, timeout=15):
+    end = time.monotonic() + timeout
+    while True:
+        rows, tail = status_rows(chromium, tmp, node)
+        bad = {n: rows.get(n) for n, ok in want.items() if rows.get(n) not in ok}
+        if not bad or time.monotonic() >= end:
+            return not bad, "rows %s%s" % (rows, "" if rows else "; page ends: " + tail)
+        time.sleep(0.5)
+
+
 def add_args(ap):
     ap.add_argument("--webapp", required=True)
+    ap.add_argument("--chromium", default=None,
+                    help="headless Chromium for the status page checks")
 
 
 if __name__ == "__main__":
