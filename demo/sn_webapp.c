@@ -3,7 +3,10 @@
  * embedded libsessnode node: log in, count, log out, from any node.
  *
  *   sn-webapp --http HOST:PORT --cluster HOST:PORT [--join HOST:PORT[,...]]
- *             [--name NAME]
+ *             [--name NAME] [--cert FILE --allow DIR] [--tier HOST:PORT[,...]]
+ *
+ * --cert/--allow secure the bus with CurveZMQ and --tier backs sessions up
+ * to memcached, as the daemon's flags of the same names do.
  *
  * Routes (JSON unless said):
  *   GET  /                 an HTML page: this node, the session, forms
@@ -28,6 +31,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <microhttpd.h>
+#include <netdb.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -335,16 +340,20 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 static void usage(FILE *out)
 {
     fprintf(out, "Usage: sn-webapp --http HOST:PORT --cluster HOST:PORT "
-                 "[--join HOST:PORT[,...]] [--name NAME]\n");
+                 "[--join HOST:PORT[,...]] [--name NAME] [--cert FILE --allow DIR] "
+                 "[--tier HOST:PORT[,...]]\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *http = NULL, *cluster = NULL, *join = NULL, *name = NULL;
+    const char *cert = NULL, *allow = NULL, *tier = NULL;
     static const struct option opts[] = {
         {"http", required_argument, NULL, 'H'},   {"cluster", required_argument, NULL, 'c'},
         {"join", required_argument, NULL, 'j'},   {"name", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"cert", required_argument, NULL, 'C'},   {"allow", required_argument, NULL, 'A'},
+        {"tier", required_argument, NULL, 'T'},   {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -353,6 +362,9 @@ int main(int argc, char **argv)
         case 'c': cluster = optarg; break;
         case 'j': join = optarg; break;
         case 'n': name = optarg; break;
+        case 'C': cert = optarg; break;
+        case 'A': allow = optarg; break;
+        case 'T': tier = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -370,8 +382,24 @@ int main(int argc, char **argv)
 
     app_t app;
     snprintf(app.name, sizeof app.name, "%s", name ? name : cluster);
-    char cluster_url[300];
-    snprintf(cluster_url, sizeof cluster_url, "tcp://%s", cluster);
+    /* ZeroMQ binds addresses, not names: a host name (a container's, say)
+     * is resolved here to its IPv4 address, which peers then see */
+    char cluster_url[300], host[256];
+    const char *ccolon = strrchr(cluster, ':');
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    if (!ccolon || ccolon - cluster >= (ptrdiff_t) sizeof host) {
+        fprintf(stderr, "sn-webapp: --cluster HOST:PORT\n");
+        return 2;
+    }
+    snprintf(host, sizeof host, "%.*s", (int) (ccolon - cluster), cluster);
+    if (getaddrinfo(host, NULL, &hints, &res) != 0) {
+        fprintf(stderr, "sn-webapp: cannot resolve %s\n", host);
+        return 2;
+    }
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &((struct sockaddr_in *) res->ai_addr)->sin_addr, ip, sizeof ip);
+    freeaddrinfo(res);
+    snprintf(cluster_url, sizeof cluster_url, "tcp://%s%s", ip, ccolon);
     char *peer_urls[16] = {0};
     const char *peers[17] = {0};
     size_t np = 0;
@@ -389,6 +417,9 @@ int main(int argc, char **argv)
     cfg.peers = peers;
     cfg.join = np > 0;
     cfg.log = log_line;
+    cfg.curve_cert = cert;      /* both or neither: sn_node_new refuses one alone */
+    cfg.curve_allow = allow;
+    cfg.tier = tier;
     app.node = sn_node_new(&cfg);
     int rc = app.node ? sn_node_start(app.node) : SN_EINVAL;
     if (rc == 0)

@@ -12,8 +12,11 @@ packages=(
     libevent-dev
     php-cli php-memcached python3-pymemcache
     iproute2 iptables
-    libmicrohttpd-dev haproxy curl chromium
+    libmicrohttpd-dev haproxy curl chromium docker-compose
 )
+# npm installs dockerfilelint (docker/validate.sh): Debian's, unless a
+# Node.js with its own npm is installed already (the two conflict)
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do
