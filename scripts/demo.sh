@@ -3,10 +3,12 @@
 # sessnode daemons on 127.0.0.1, each speaking the memcached protocol. It
 # writes a session through node 1, kills node 1 with SIGKILL, reads the
 # session from nodes 2 and 3, restarts node 1 (it copies the sessions back
-# from its peers), and leaves the cluster running until Ctrl-C.
+# from its peers). Then it runs scripts/webdemo.sh: three demo web
+# applications embedding the library behind HAProxy, and prints where to
+# point a browser; everything runs until Ctrl-C.
 #
-#   bash scripts/demo.sh            the story, then the cluster stays up
-#   bash scripts/demo.sh --no-wait  the story, then everything stops
+#   bash scripts/demo.sh            the story, then both clusters stay up
+#   bash scripts/demo.sh --no-wait  the story, one request through HAProxy, then everything stops
 #
 # Ports: memcached clients on 11311-11313; cluster addresses 7400, 7410,
 # 7420 (each daemon also binds the next port). Logs in $SN_DEMO_DIR
@@ -135,12 +137,16 @@ echo
 echo "== sessctl --node 127.0.0.1:7410 members"
 "$sessctl" --node 127.0.0.1:7410 members
 
+echo
+echo "The daemons keep running. Try, from another terminal:"
+echo "   printf 'get $session\\r\\n' | nc -q1 127.0.0.1 ${listen[1]}"
+echo "   $sessctl --node 127.0.0.1:7420 members"
+echo "   $sessctl --node 127.0.0.1:7420 session $session"
+echo
+echo "== the same story in a browser: three web applications embedding the"
+echo "   library, behind HAProxy (scripts/webdemo.sh)"
 if ((wait_at_end)); then
-    echo
-    echo "The cluster is running. Try, from another terminal:"
-    echo "   printf 'get $session\\r\\n' | nc -q1 127.0.0.1 ${listen[1]}"
-    echo "   $sessctl --node 127.0.0.1:7420 members"
-    echo "   $sessctl --node 127.0.0.1:7420 session $session"
-    echo "Ctrl-C stops it."
-    while :; do sleep 3600; done
+    bash scripts/webdemo.sh
+else
+    bash scripts/webdemo.sh --no-wait
 fi
