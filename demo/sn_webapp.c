@@ -111,20 +111,18 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned status, const ch
 {
     /* a form posted from the page goes back to the page (303), not to JSON */
     const char *accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept");
-    if (status == MHD_HTTP_OK && strcmp(type, "application/json") == 0 && accept &&
-        strstr(accept, "text/html")) {
-        struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *) "",
-                                                                 MHD_RESPMEM_PERSISTENT);
-        MHD_add_response_header(r, "Location", "/");
-        if (cookie)
-            MHD_add_response_header(r, "Set-Cookie", cookie);
-        enum MHD_Result ret = MHD_queue_response(c, MHD_HTTP_SEE_OTHER, r);
-        MHD_destroy_response(r);
-        return ret;
+    bool back = status == MHD_HTTP_OK && strcmp(type, "application/json") == 0 && accept &&
+                strstr(accept, "text/html");
+    if (back) {
+        status = MHD_HTTP_SEE_OTHER;
+        body = "";
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *) body,
                                                              MHD_RESPMEM_MUST_COPY);
-    MHD_add_response_header(r, "Content-Type", type);
+    if (back)
+        MHD_add_response_header(r, "Location", "/");
+    else
+        MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (cookie)
         MHD_add_response_header(r, "Set-Cookie", cookie);

@@ -77,6 +77,7 @@
 
 #include "sn_backlog.h"
 #include "sn_curve.h"
+#include "sn_log.h"
 #include "sn_msg.h"
 #include "sn_tracker.h"
 #include "sn_wire.h"
@@ -370,14 +371,10 @@ static struct timespec deadline_after(uint32_t timeout_ms)
 
 static void tlog(sn_transport_t *t, int level, const char *fmt, ...)
 {
-    if (!t->opt.log || level > t->opt.log_level)
-        return;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    sn_vlogf(t->opt.log, t->opt.log_arg, t->opt.log_level, level, fmt, ap);
     va_end(ap);
-    t->opt.log(level, line, t->opt.log_arg);
 }
 
 static void count(_Atomic uint64_t *c, uint64_t n)
@@ -587,35 +584,46 @@ static bool peer_key(sn_transport_t *t, const char *address, const char *learned
     return false;
 }
 
+/* Connects (up) or disconnects the SUB and the peer's DEALER to and from
+ * its endpoints; false if a connect failed. */
+static bool peer_link(sn_transport_t *t, peer_t *p, bool up)
+{
+    char pub[ADDR_MAX], router[ADDR_MAX];
+    if (sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+        return false;
+    t->check[SRC_SUB] = true;
+    t->check[SRC_DEALER + (size_t) (p - t->peers)] = true;
+    if (!up) {
+        zsock_disconnect(t->sub, "%s", pub);
+        zsock_disconnect(p->dealer, "%s", router);
+        return true;
+    }
+    if (t->curve)
+        sn_curve_client(t->curve, t->sub, p->key);
+    p->dialed_ms = mono_ms();
+    if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0) {
+        tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
+        return false;
+    }
+    return true;
+}
+
 /* Drops the connections to a peer that left: nothing is sent to it or
  * dialled any more. Its entry stays, listed `left`. */
 static void peer_close(sn_transport_t *t, peer_t *p)
 {
-    char pub[ADDR_MAX], router[ADDR_MAX];
-    if (p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+    if (p->closed || !peer_link(t, p, false))
         return;
-    zsock_disconnect(t->sub, "%s", pub);
-    zsock_disconnect(p->dealer, "%s", router);
     p->closed = true;
-    t->check[SRC_SUB] = true;
     tlog(t, SN_LOG_INFO, "closed the connections to %s", p->address);
 }
 
 /* Connects again to a peer whose connections were dropped. */
 static void peer_reopen(sn_transport_t *t, peer_t *p)
 {
-    char pub[ADDR_MAX], router[ADDR_MAX];
-    if (!p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+    if (!p->closed || !peer_link(t, p, true))
         return;
-    if (t->curve)
-        sn_curve_client(t->curve, t->sub, p->key);
-    if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0) {
-        tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
-        return;
-    }
     p->closed = false;
-    p->dialed_ms = mono_ms();
-    t->check[SRC_SUB] = true;
     tlog(t, SN_LOG_INFO, "reconnected to %s", p->address);
 }
 
@@ -691,22 +699,12 @@ static int member_state(const sn_transport_t *t, const peer_t *p, uint64_t now)
 
 /* Makes the connections to a peer anew: libzmq's pending reconnection
  * (and its back-off) is dropped and the peer is dialled at once. */
-static void peer_redial(sn_transport_t *t, peer_t *p, uint64_t now)
+static void peer_redial(sn_transport_t *t, peer_t *p)
 {
-    char pub[ADDR_MAX], router[ADDR_MAX];
-    if (p->closed || sn_transport_endpoints(p->address, pub, sizeof pub, router, sizeof router))
+    if (p->closed || !peer_link(t, p, false))
         return;
-    p->dialed_ms = now;
-    zsock_disconnect(t->sub, "%s", pub);
-    if (t->curve)
-        sn_curve_client(t->curve, t->sub, p->key);
-    zsock_disconnect(p->dealer, "%s", router);
-    if (zsock_connect(t->sub, "%s", pub) < 0 || zsock_connect(p->dealer, "%s", router) < 0)
-        tlog(t, SN_LOG_WARN, "cannot reconnect to %s", p->address);
-    else
+    if (peer_link(t, p, true))
         tlog(t, SN_LOG_DEBUG, "reconnecting to %s", p->address);
-    t->check[SRC_SUB] = true;
-    t->check[SRC_DEALER + (size_t) (p - t->peers)] = true;
 }
 
 /* On a secured bus, libzmq gives up on a connection whose handshake was
@@ -720,7 +718,7 @@ static void redial(sn_transport_t *t, uint64_t now)
         peer_t *p = &t->peers[i];
         if (!p->closed && member_state(t, p, now) == SN_MEMBER_DEAD &&
             now - p->dialed_ms >= REDIAL_MS)
-            peer_redial(t, p, now);
+            peer_redial(t, p);
     }
 }
 
@@ -1456,7 +1454,7 @@ static void on_heartbeat(sn_transport_t *t, const sn_msg_t *m, const char *key, 
     /* back from the dead and talking to us: our side of the connections
      * may be waiting out libzmq's back-off */
     if (direct && p->last_heard_ms && member_state(t, p, now) == SN_MEMBER_DEAD)
-        peer_redial(t, p, now);
+        peer_redial(t, p);
     pthread_mutex_lock(&t->mlock);
     bool first = !p->last_heard_ms || p->node_id != m->sender;
     if (p->node_id && p->node_id != m->sender) {

@@ -59,16 +59,7 @@ start() {      # start node $1 (0-based)
         --cluster "127.0.0.1:${cluster[$i]}" --join "$(peers_of "$i")" \
         >>"$dir/node$((i + 1)).log" 2>&1 &
     pids[i]=$!
-    local deadline=$((SECONDS + 15))
-    until (exec 3<>"/dev/tcp/127.0.0.1/${listen[$i]}") 2>/dev/null; do
-        if ! kill -0 "${pids[$i]}" 2>/dev/null; then
-            echo "demo: node$((i + 1)) exited; its log:" >&2
-            cat "$dir/node$((i + 1)).log" >&2
-            exit 1
-        fi
-        ((SECONDS < deadline)) || { echo "demo: node$((i + 1)) did not start" >&2; exit 1; }
-        sleep 0.1
-    done
+    demo_wait_port "${listen[$i]}" "${pids[$i]}" "$dir/node$((i + 1)).log"
 }
 
 mc() {         # mc PORT 'request'  -> the reply, up to END/STORED/...

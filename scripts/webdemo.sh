@@ -39,19 +39,6 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
-wait_port() {   # wait_port PORT PID NAME
-    local deadline=$((SECONDS + 30))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        if ! kill -0 "$2" 2>/dev/null; then
-            echo "webdemo: $3 exited; its log:" >&2
-            cat "$dir/$3.log" >&2
-            exit 1
-        fi
-        ((SECONDS < deadline)) || { echo "webdemo: $3 did not start" >&2; exit 1; }
-        sleep 0.1
-    done
-}
-
 servers=""
 for i in 0 1 2; do
     name=app$((i + 1))
@@ -59,7 +46,7 @@ for i in 0 1 2; do
     ((i > 0)) && args+=(--join "127.0.0.1:${cluster[0]}")
     "$app" "${args[@]}" >>"$dir/$name.log" 2>&1 &
     pids+=($!)
-    wait_port "${http[$i]}" $! "$name"
+    demo_wait_port "${http[$i]}" $! "$dir/$name.log"
     echo "$name: http://127.0.0.1:${http[$i]}/ (pid $!)"
     servers+="    server $name 127.0.0.1:${http[$i]} check inter 200 fall 2 rise 1 cookie $name"$'\n'
 done
@@ -69,7 +56,7 @@ text=${text//@LB@/127.0.0.1:$lb}
 printf '%s\n' "${text//@SERVERS@/${servers%$'\n'}}" >"$cfg"
 "$haproxy" -f "$cfg" -db >>"$dir/haproxy.log" 2>&1 &
 pids+=($!)
-wait_port "$lb" $! haproxy
+demo_wait_port "$lb" $! "$dir/haproxy.log"
 
 echo
 echo "Point a browser at http://127.0.0.1:$lb/ (HAProxy in front of app1-app3)."

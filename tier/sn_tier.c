@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sn_log.h"
 #include "sn_wire.h"
 
 #define QUEUE_MAX_DEFAULT 100000
@@ -76,14 +77,10 @@ static uint64_t real_ms(void)
 
 static void tlog(sn_tier_t *t, int level, const char *fmt, ...)
 {
-    if (!t->opt.log || level > t->opt.log_level)
-        return;
-    char line[512];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    sn_vlogf(t->opt.log, t->opt.log_arg, t->opt.log_level, level, fmt, ap);
     va_end(ap);
-    t->opt.log(level, line, t->opt.log_arg);
 }
 
 static void count(_Atomic uint64_t *c, uint64_t n)
