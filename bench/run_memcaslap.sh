@@ -17,7 +17,14 @@
 #   sessnode, alone, --tier         backing every session up to a second
 #                                   memcached: target >= 0.9x sessnode alone
 # under a load of sets only (--sets FRACTION to change it), memcached shown
-# for scale.
+# for scale. The tier's memcached is first filled to its memory limit and
+# flushed, so that it runs as a long-lived server does (its memory taken
+# once), not paying for the first touch of every page during the rounds.
+#
+# --pin (with --tier) puts each sessnode on CPU 0 and memcaslap and both
+# memcached servers on CPU 1: the node's own CPU bounds its throughput, as
+# when the tier's servers are other machines. Without it every process
+# shares both CPUs and the tier's memcached competes with the node.
 #
 #   bash bench/run_memcaslap.sh                      build, then 3 rounds x 10 s
 #   bash bench/run_memcaslap.sh --daemon PATH        use a built sessnode
@@ -25,6 +32,7 @@
 #   bash bench/run_memcaslap.sh --perf DIR           also perf-record each
 #                                                    sessnode setup under load
 #   bash bench/run_memcaslap.sh --tier --rounds 5
+#   bash bench/run_memcaslap.sh --tier --pin --rounds 5
 #
 # Without --daemon it configures a Release tree (--build DIR, default
 # build-release/) with tests and benchmarks off and builds the daemon only.
@@ -41,6 +49,7 @@ mem=1024
 perf_dir=""
 tier=0
 sets=""
+pin=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -55,6 +64,7 @@ while (($#)); do
     --mem) mem=$2; shift 2 ;;
     --perf) perf_dir=$2; shift 2 ;;
     --tier) tier=1; shift ;;
+    --pin) pin=1; shift ;;
     --sets) sets=$2; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
@@ -68,6 +78,13 @@ for tool in memcaslap memcached; do
         exit 1
     fi
 done
+
+on_node=() on_other=()
+if ((pin)); then
+    ((tier)) || { echo "run_memcaslap.sh: --pin goes with --tier" >&2; exit 2; }
+    (($(nproc) >= 2)) || { echo "run_memcaslap.sh: --pin needs 2 CPUs" >&2; exit 1; }
+    on_node=(taskset -c 0) on_other=(taskset -c 1)
+fi
 
 if [[ -z $daemon ]]; then
     echo "+ cmake -S $root -B $build -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DSN_BUILD_BENCH=OFF"
@@ -127,7 +144,7 @@ start_sessnode() {
     local args=(--listen "127.0.0.1:$port" --cluster "127.0.0.1:$cport" --name "$name"
         --max-memory "$mem" "${extra_args[@]}")
     [[ -n $join ]] && args+=(--join "$join")
-    "$daemon" "${args[@]}" </dev/null 2>"$tmp/$name.log" &
+    "${on_node[@]}" "$daemon" "${args[@]}" </dev/null 2>"$tmp/$name.log" &
     pids+=($!)
     wait_port "$port" $!
     echo "  $name: ${daemon##*/} ${args[*]}"
@@ -140,7 +157,7 @@ echo "== servers"
 mport=$(free_port)
 user=()
 ((EUID == 0)) && user=(-u memcache)
-memcached "${user[@]}" -l 127.0.0.1 -p "$mport" -U 0 -t 4 -m "$mem" </dev/null \
+"${on_other[@]}" memcached "${user[@]}" -l 127.0.0.1 -p "$mport" -U 0 -t 4 -m "$mem" </dev/null \
     2>"$tmp/memcached.log" &
 pids+=($!)
 pid_of[memcached]=$!
@@ -151,7 +168,7 @@ declare -A procs target_port
 if ((tier)); then
     # the tier's own memcached, apart from the reference one
     tport=$(free_port)
-    memcached "${user[@]}" -l 127.0.0.1 -p "$tport" -U 0 -t 2 -m "$mem" </dev/null \
+    "${on_other[@]}" memcached "${user[@]}" -l 127.0.0.1 -p "$tport" -U 0 -t 2 -m "$mem" </dev/null \
         2>"$tmp/tier-memcached.log" &
     pids+=($!)
     pid_of[tier-memcached]=$!
@@ -185,6 +202,33 @@ conf=$tmp/memcaslap.conf
 getfrac=$(awk -v s="$sets" 'BEGIN {printf "%.2f", 1 - s}')
 printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 %s\n1 %s\n' "$sets" "$getfrac" >"$conf"
 
+# mc_cmd PORT COMMAND: one memcached command's answer, up to END or OK.
+mc_cmd() {
+    local line
+    exec 3<>"/dev/tcp/127.0.0.1/$1"
+    printf '%s\r\n' "$2" >&3
+    while IFS= read -r -t 5 line <&3; do
+        line=${line%$'\r'}
+        echo "$line"
+        [[ $line == END || $line == OK || $line == *ERROR* ]] && break
+    done
+    exec 3<&-
+}
+mc_stat() { mc_cmd "$1" "${3:-stats}" | sed -n "s/^STAT $2 //p"; }
+
+if ((tier)); then
+    echo "== filling the tier's memcached to its memory limit, then flush_all"
+    printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 1.0\n1 0.0\n' >"$tmp/fill.conf"
+    limit=$(mc_stat "$tport" limit_maxbytes)
+    for ((i = 0; i < 12; i++)); do
+        "${on_other[@]}" memcaslap -s "127.0.0.1:$tport" -F "$tmp/fill.conf" -T 2 -c 64 -t 5s \
+            >/dev/null 2>&1 || true
+        malloced=$(mc_stat "$tport" total_malloced "stats slabs")
+        ((malloced * 100 >= limit * 95)) && break
+    done
+    echo "  total_malloced $malloced of $limit bytes; $(mc_cmd "$tport" flush_all)"
+fi
+
 cpu_ticks() {
     local sum=0 pid f
     for pid in "$@"; do
@@ -204,7 +248,7 @@ for ((r = 1; r <= rounds; r++)); do
         # shellcheck disable=SC2086
         before=$(cpu_ticks ${procs[$sys]})
         out=$tmp/$sys.$r.out
-        timeout -k 5 $((secs + 60)) memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
+        timeout -k 5 $((secs + 60)) "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
             -T 2 -c 64 -t "${secs}s" >"$out" 2>&1 || {
             echo "run_memcaslap.sh: memcaslap against $sys failed:" >&2
             tail -n 20 "$out" >&2
@@ -242,6 +286,19 @@ for sys in "${systems[@]}"; do
     *) target="" ;;
     esac
     line=$(printf '%-10s %10s ops/s  %5sx %s' "$sys" "$m" "$ratio" "$ref")
+    if [[ $sys == tier ]]; then
+        # the rounds alternate, so each round's pair shares that moment's
+        # noise: the median of their ratios, beside the ratio of medians
+        read -ra ta <<<"${results[tier]}"
+        read -ra sa <<<"${results[single]}"
+        pairs=""
+        for i in "${!ta[@]}"; do
+            pairs+="$(awk -v a="${ta[$i]}" -v b="${sa[$i]}" 'BEGIN {printf "%.3f", a / b}') "
+        done
+        mid=$(tr ' ' '\n' <<<"$pairs" | sed '/^$/d' | sort -n |
+            awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
+        line+=$(printf ' (round by round: median %.2fx of %s)' "$mid" "${pairs% }")
+    fi
     if [[ -n $target ]]; then
         if awk -v r="$ratio" -v t="$target" 'BEGIN {exit !(r >= t)}'; then
             line+="  (target >= ${target}x: met)"
@@ -269,8 +326,8 @@ if [[ -n $perf_dir ]]; then
         perf record -g -p "$pid" -o "$perf_dir/perf-$sys.data" -- sleep "$secs" \
             >"$perf_dir/perf-$sys.log" 2>&1 &
         perf_pid=$!
-        memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 -t "${secs}s" \
-            >/dev/null 2>&1 || true
+        "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 \
+            -t "${secs}s" >/dev/null 2>&1 || true
         wait "$perf_pid" || true
         perf report -i "$perf_dir/perf-$sys.data" --no-children --percent-limit 1.5 \
             --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n 25 || true

@@ -317,6 +317,8 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "tier_dropped", ns.tier_dropped);
     stat_u64(fn, arg, "tier_boot_sessions", ns.tier_boot_sessions);
     stat_u64(fn, arg, "tier_boot_ms", ns.tier_boot_ms);
+    stat_u64(fn, arg, "tier_reads", ns.tier_reads);
+    stat_u64(fn, arg, "tier_read_hits", ns.tier_read_hits);
     stat_u64(fn, arg, "repl_tombstones", ns.tombstones);
 }
 

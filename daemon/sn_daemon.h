@@ -65,6 +65,7 @@ typedef struct {
     bool insecure_bus;          /* a plain bus off loopback is on purpose */
     char tier[1024];            /* --tier, "" = none */
     uint32_t tier_queue;
+    bool tier_read_through;     /* --tier-read-through */
     int verbose;                /* 0 info, 1 debug, 2 debug with every connection */
 } sd_opts_t;
 

@@ -331,6 +331,9 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
+    char name[16];
+    snprintf(name, sizeof name, "sn-worker-%u", w->index);
+    pthread_setname_np(pthread_self(), name);   /* for top -H and perf */
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
     return NULL;
 }

@@ -50,6 +50,7 @@ enum {
     OPT_INSECURE_BUS,
     OPT_TIER,
     OPT_TIER_QUEUE,
+    OPT_TIER_READ_THROUGH,
     OPT_VERBOSE,
     OPT_HELP,
     OPT_VERSION,
@@ -76,6 +77,7 @@ static const struct option long_opts[] = {
     {"insecure-bus", no_argument, NULL, OPT_INSECURE_BUS},
     {"tier", required_argument, NULL, OPT_TIER},
     {"tier-queue", required_argument, NULL, OPT_TIER_QUEUE},
+    {"tier-read-through", no_argument, NULL, OPT_TIER_READ_THROUGH},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
@@ -145,6 +147,8 @@ static void usage(FILE *out)
         "                        there (default: none)\n"
         "  --tier-queue N        sessions waiting for the tier, at most; past it a\n"
         "                        change is not backed up, and counted (default %d)\n"
+        "  --tier-read-through   a read of a session not held here (evicted, say)\n"
+        "                        looks for it in the tier first (default: off)\n"
         "  --max-memory MB       memory for sessions; past it the least recently used\n"
         "                        are evicted; 0 = unbounded (default %d)\n"
         "  --item-size-max BYTES largest value, k or m suffix allowed (default 1m,\n"
@@ -183,6 +187,21 @@ static void usage_error(const char *fmt, ...)
 /* ------------------------------------------------------------ values */
 
 /* A decimal number in [min, max]: digits only, no sign, no spaces. */
+/* A switch: the flag alone (v NULL) means yes; a file says yes or no. */
+static bool parse_yes_no(const char *v, bool *out, char *err, size_t errlen)
+{
+    if (!v || strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
+        *out = true;
+        return true;
+    }
+    if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
+        *out = false;
+        return true;
+    }
+    snprintf(err, errlen, "expected yes or no");
+    return false;
+}
+
 static bool parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
     if (!s || !isdigit((unsigned char) *s))
@@ -475,16 +494,9 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
         o->tier_queue = (uint32_t) n;
         return true;
     case OPT_INSECURE_BUS:  /* yes/no in the file; the flag alone means yes */
-        if (!v || strcmp(v, "yes") == 0 || strcmp(v, "true") == 0 || strcmp(v, "1") == 0) {
-            o->insecure_bus = true;
-            return true;
-        }
-        if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0 || strcmp(v, "0") == 0) {
-            o->insecure_bus = false;
-            return true;
-        }
-        snprintf(err, errlen, "expected yes or no");
-        return false;
+        return parse_yes_no(v, &o->insecure_bus, err, errlen);
+    case OPT_TIER_READ_THROUGH:
+        return parse_yes_no(v, &o->tier_read_through, err, errlen);
     case OPT_VERBOSE:   /* a number in the file; the flag counts itself */
         if (!parse_uint(v, 0, VERBOSE_MAX, &n))
             break;
@@ -660,6 +672,12 @@ static void check_security(const sd_opts_t *o)
                     o->cluster.text);
 }
 
+static void check_tier(const sd_opts_t *o)
+{
+    if (o->tier_read_through && !o->tier[0])
+        usage_error("--tier-read-through needs --tier: there is no tier to read through to");
+}
+
 static void default_name(sd_opts_t *o)
 {
     char host[256];
@@ -752,6 +770,7 @@ void sd_opts_parse(sd_opts_t *o, int argc, char **argv)
         usage_error("--dead-after %u must be more than --suspect-after %u", o->dead_ms,
                     o->suspect_ms);
     check_security(o);
+    check_tier(o);
     if (!o->name[0])
         default_name(o);
 }

@@ -182,6 +182,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
             .servers = cfg->tier,
             .node_id = node->cfg.node_id,
             .queue_max = cfg->tier_queue,
+            .read_through = cfg->tier_read_through != 0,
             .log = cfg->log,
             .log_arg = cfg->log_arg,
             .log_level = node->cfg.log_level,
@@ -309,13 +310,31 @@ SN_EXPORT int sn_node_put(sn_node_t *node, const void *id, size_t id_len, const 
                               o->flags, o->create != 0, o->max_inactive));
 }
 
+/* A read missed (SN_ENOTFOUND): with read-through on, and the session
+ * itself missing here, its copies are fetched from the tier. True if the
+ * session is here now, so the read is worth making again. */
+static bool read_through(sn_node_t *node, int rc, const void *id, size_t id_len)
+{
+    if (rc != SN_ENOTFOUND || !node->tier || !node->cfg.tier_read_through ||
+        !sn_id_valid(id, id_len) || sn_store_exists(node->store, id, id_len))
+        return false;
+    /* the copies are kept under their writers' ids: the nodes whose
+     * writes this store has seen, latest first, name them */
+    uint64_t ids[32];
+    size_t n = sn_store_node_ids(node->store, ids, sizeof ids / sizeof ids[0]);
+    return sn_tier_fetch(node->tier, id, id_len, ids, n) > 0;
+}
+
 SN_EXPORT int sn_node_get(sn_node_t *node, const void *id, size_t id_len, const void *name,
                           size_t name_len, void *buf, size_t cap, size_t *value_len,
                           uint32_t *flags)
 {
     if (!node)
         return SN_EINVAL;
-    return sn_store_get(node->store, id, id_len, name, name_len, buf, cap, value_len, flags);
+    int rc = sn_store_get(node->store, id, id_len, name, name_len, buf, cap, value_len, flags);
+    if (read_through(node, rc, id, id_len))
+        rc = sn_store_get(node->store, id, id_len, name, name_len, buf, cap, value_len, flags);
+    return rc;
 }
 
 SN_EXPORT int sn_node_remove(sn_node_t *node, const void *id, size_t id_len, const void *name,
@@ -339,6 +358,8 @@ SN_EXPORT int sn_node_touch(sn_node_t *node, const void *id, size_t id_len,
 {
     if (!node)
         return SN_EINVAL;
+    /* before the write begins: a session not here is looked for first */
+    read_through(node, SN_ENOTFOUND, id, id_len);
     WITH_CONCERN(node, NULL, sn_store_touch(node->store, id, id_len, max_inactive));
 }
 
@@ -348,7 +369,9 @@ SN_EXPORT int sn_node_exists(sn_node_t *node, const void *id, size_t id_len)
         return SN_EINVAL;
     if (!sn_id_valid(id, id_len))
         return SN_EBADID;
-    return sn_store_exists(node->store, id, id_len) ? 1 : 0;
+    if (sn_store_exists(node->store, id, id_len))
+        return 1;
+    return read_through(node, SN_ENOTFOUND, id, id_len) ? 1 : 0;
 }
 
 SN_EXPORT int sn_node_digest(sn_node_t *node, const void *id, size_t id_len, uint64_t *digest)
@@ -411,7 +434,10 @@ SN_EXPORT int sn_node_item_get(sn_node_t *node, const void *id, size_t id_len,
         if (rc)
             return rc;
     }
-    return sn_store_item_get(node->store, id, id_len, name, name_len, fn, arg);
+    int rc = sn_store_item_get(node->store, id, id_len, name, name_len, fn, arg);
+    if (read_through(node, rc, id, id_len))
+        rc = sn_store_item_get(node->store, id, id_len, name, name_len, fn, arg);
+    return rc;
 }
 
 SN_EXPORT int sn_node_item_arith(sn_node_t *node, const void *id, size_t id_len,

@@ -374,6 +374,16 @@ static int node_intern(node_table_t *t, uint64_t id)
     return i;
 }
 
+size_t sn_store_node_ids(sn_store_t *self, uint64_t *out, size_t max)
+{
+    /* ids[] is append-only: each of the first n entries is set for good */
+    uint32_t n = atomic_load(&self->nodes.n);
+    size_t k = 0;
+    for (uint32_t i = n; i > 0 && k < max; i--)
+        out[k++] = self->nodes.ids[i - 1];
+    return k;
+}
+
 /* Interns every node of `vv`, so that encoding it cannot fail. */
 static int intern_vv(sn_store_t *self, const sn_vv_t *vv)
 {

@@ -280,6 +280,11 @@ size_t sn_store_gc(sn_store_t *self, const sn_vv_t *stable);
 size_t sn_store_gc_step(sn_store_t *self, const sn_vv_t *stable, uint32_t *shard);
 uint32_t sn_store_shards(const sn_store_t *self);
 
+/* The ids of the nodes the store has seen write (in the version vectors of
+ * the sessions it held), the most recently first seen first: up to `max`
+ * of them into `out`. Returns how many. */
+size_t sn_store_node_ids(sn_store_t *self, uint64_t *out, size_t max);
+
 /* Sizes the hash tables for `sessions` sessions in all, so that filling the
  * store that far neither doubles nor rehashes them (a joiner learns the
  * count from its donor). Tables only grow; a shard whose table is already

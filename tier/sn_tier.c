@@ -8,6 +8,7 @@
 #include <czmq.h>
 #include <errno.h>
 #include <libmemcached/memcached.h>
+#include <libmemcached/util.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -25,7 +26,7 @@
 
 #define QUEUE_MAX_DEFAULT 100000
 #define FLUSH_MS_DEFAULT 20
-#define BATCH 256                   /* sessions per multi-get and write round */
+#define BATCH 256                   /* commands between checks of the stop deadline */
 #define BOOT_BATCH 1000             /* keys per multi-get while bootstrapping */
 #define FAIL_PAUSE_MS 200           /* after a round with failures */
 #define KEY_PREFIX "sn:"
@@ -34,6 +35,8 @@
 #define KEY_MAX 250                 /* memcached's */
 #define MONTH_S (30u * 86400u)      /* memcached reads a longer expiry as a date */
 #define DUMP_MAX (1u << 30)         /* a metadump longer than this is cut short */
+#define FETCH_NODES_MAX 32          /* copies asked for by one read-through */
+#define POOL_MAX 16                 /* read-through connections per server */
 
 enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4 };
 
@@ -42,22 +45,29 @@ struct sn_tier {
     char *servers;
     sn_store_t *store;
     memcached_st *mc;               /* the thread's */
+    memcached_st *read_mc;          /* read-through: configures the pool's */
+    memcached_pool_st *pool;        /* read-through: connections for any thread */
+    _Atomic uint64_t read_fail_log_ms;
     pthread_t thread;
     bool started;
 
-    pthread_mutex_t lock;           /* dirty, flags below */
-    pthread_cond_t cond;            /* the thread waits for work here */
+    pthread_mutex_t lock;           /* dirty, inflight, flags below */
+    pthread_cond_t cond;            /* the thread waits here between rounds */
     pthread_cond_t done_cond;       /* bootstrap callers wait here */
     zhashx_t *dirty;                /* session id -> MARK_* bits */
     size_t inflight;                /* taken off `dirty`, being written */
+    zhashx_t *spare;                /* thread-owned: the next `dirty` */
+    zhashx_t *again;                /* thread-owned: failed this round */
     bool stop, boot_wanted, boot_done;
     uint64_t stop_by_ms;
     uint64_t drop_log_ms, drops_unlogged;
 
     uint64_t fail_log_ms, fails_unlogged;   /* thread-owned */
+    size_t left_out;                        /* thread-owned: cut off by the stop deadline */
 
     struct {
-        _Atomic uint64_t writes, touches, deletes, failures, dropped, boot_sessions, boot_ms;
+        _Atomic uint64_t writes, touches, deletes, failures, dropped, boot_sessions, boot_ms,
+            reads, read_hits;
     } st;
 };
 
@@ -88,15 +98,15 @@ static void count(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
-/* This node's key for its copy of a session: "sn:" NODE ":" ID, or, for an
+/* A node's key for its copy of a session: "sn:" NODE ":" ID, or, for an
  * id too long for that, "sn#" NODE ":" and a hash of the id (the value
  * carries the id either way). */
-static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *key)
+static size_t node_key(uint64_t node_id, const char *id, size_t id_len, char *key)
 {
     static const char hex[] = "0123456789abcdef";
     char node[17];
     for (int i = 0; i < 16; i++)
-        node[i] = hex[(t->opt.node_id >> (60 - 4 * i)) & 15];
+        node[i] = hex[(node_id >> (60 - 4 * i)) & 15];
     node[16] = 0;
     if (id_len + KEY_OVERHEAD <= KEY_MAX) {
         memcpy(key, KEY_PREFIX, 3);
@@ -112,6 +122,11 @@ static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *
     return (size_t) snprintf(key, KEY_MAX + 1, "sn#%s:%016llx", node, (unsigned long long) h);
 }
 
+static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *key)
+{
+    return node_key(t->opt.node_id, id, id_len, key);
+}
+
 /* ------------------------------------------------------------ marking */
 
 static void mark(sn_tier_t *t, const void *id_bytes, size_t id_len, uintptr_t bit)
@@ -122,14 +137,15 @@ static void mark(sn_tier_t *t, const void *id_bytes, size_t id_len, uintptr_t bi
         return;
     memcpy(id, id_bytes, id_len);
     id[id_len] = 0;
+    /* The caller holds a shard of the store: this is kept to one hash
+     * insert. The thread is not woken; it takes the whole table every
+     * flush_ms. */
     pthread_mutex_lock(&t->lock);
     void *had = zhashx_lookup(t->dirty, id);
     if (had) {
         zhashx_update(t->dirty, id, (void *) ((uintptr_t) had | bit));
     } else if (zhashx_size(t->dirty) + t->inflight < t->opt.queue_max) {
         zhashx_insert(t->dirty, id, (void *) bit);
-        if (zhashx_size(t->dirty) >= BATCH)
-            pthread_cond_signal(&t->cond);
     } else {
         count(&t->st.dropped, 1);
         uint64_t now = mono_ms();
@@ -157,30 +173,32 @@ void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
     mark(t, id, id_len, MARK_GONE);
 }
 
-/* A session of the batch in flight is done with: written, or back in the
- * queue after a failed or contended write (`bits` != 0). It moves from
- * `inflight` to `dirty`, so the queue's bound holds all along. */
-static void settle(sn_tier_t *t, const char *id, uintptr_t bits)
+/* The round in flight is done with: its sessions leave `inflight`, and
+ * those whose command failed go back to the queue, within its bound, so
+ * that the bound holds all along. */
+static void settle(sn_tier_t *t)
 {
     pthread_mutex_lock(&t->lock);
-    t->inflight--;
-    if (bits) {
+    t->inflight = 0;
+    for (void *v = zhashx_first(t->again); v; v = zhashx_next(t->again)) {
+        const char *id = zhashx_cursor(t->again);
         void *had = zhashx_lookup(t->dirty, id);
         if (had)
-            zhashx_update(t->dirty, id, (void *) ((uintptr_t) had | bits));
-        else if (zhashx_size(t->dirty) + t->inflight < t->opt.queue_max)
-            zhashx_insert(t->dirty, id, (void *) bits);
+            zhashx_update(t->dirty, id, (void *) ((uintptr_t) had | (uintptr_t) v));
+        else if (zhashx_size(t->dirty) < t->opt.queue_max)
+            zhashx_insert(t->dirty, id, v);
         else
             count(&t->st.dropped, 1);
     }
     pthread_mutex_unlock(&t->lock);
+    zhashx_purge(t->again);
 }
 
 /* ------------------------------------------------------------ writing */
 
 typedef struct {
-    uint8_t *buf;               /* the encoded state; malloc'd */
-    size_t len;
+    msgpack_sbuffer *sb;        /* the encoded state, alone in it */
+    bool encoded;
     bool alive;
     bool expired;
     time_t exptime;             /* memcached's expiry for it */
@@ -204,13 +222,15 @@ static void export_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, 
     }
     if (!st->has_meta)
         l->exptime = TOMB_TTL;
-    if (!l->expired && sn_wire_encode_state(id, id_len, st, &l->buf, &l->len))
-        l->buf = NULL;
+    l->sb->size = 0;
+    l->encoded = !l->expired && sn_wire_append_state(l->sb, id, id_len, st) == 0;
 }
 
-static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l)
+static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l,
+                         msgpack_sbuffer *sb)
 {
     memset(l, 0, sizeof *l);
+    l->sb = sb;
     return sn_store_export(t->store, id, id_len, export_cb, l) == 0;
 }
 
@@ -228,39 +248,33 @@ static void failed(sn_tier_t *t, const char *what, const char *key, memcached_re
     }
 }
 
-typedef struct {
-    char *id;
-    uintptr_t bits;
-} item_t;
-
 static bool sent_ok(memcached_return_t rc)
 {
     return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_BUFFERED;
 }
 
-/* Queues the command for one session's copy. Returns the marks to queue
- * it again with after a failure, else 0. */
-static uintptr_t send_one(sn_tier_t *t, const item_t *it)
+/* Queues the command for one session's copy, its encoding made in `sb`.
+ * Returns the marks to queue it again with after a failure, else 0. */
+static uintptr_t send_one(sn_tier_t *t, const char *id, uintptr_t bits, msgpack_sbuffer *sb)
 {
-    size_t id_len = strlen(it->id);
+    size_t id_len = strlen(id);
     char key[KEY_MAX + 1];
-    size_t key_len = tier_key(t, it->id, id_len, key);
+    size_t key_len = tier_key(t, id, id_len, key);
     local_t l;
-    bool found = export_local(t, it->id, id_len, &l);
+    bool found = export_local(t, id, id_len, &l, sb);
     memcached_return_t rc;
     const char *what;
     /* a copy to drop: the session is gone here, was destroyed elsewhere (that
      * node keeps the tombstone), or has expired */
-    bool drop = !found || l.expired || (!l.alive && !(it->bits & MARK_FULL));
+    bool drop = !found || l.expired || (!l.alive && !(bits & MARK_FULL));
     if (drop) {
-        free(l.buf);
-        if (!(it->bits & MARK_GONE) && !l.expired)
+        if (!(bits & MARK_GONE) && !l.expired)
             return 0;   /* evicted or collected here: the copy expires by itself */
         what = "delete";
         rc = memcached_delete(t->mc, key, key_len, 0);
         if (sent_ok(rc))
             count(&t->st.deletes, 1);
-    } else if (!l.buf) {
+    } else if (!l.encoded) {
         failed(t, "encode", key, MEMCACHED_MEMORY_ALLOCATION_FAILURE);
         return 0;
     } else {
@@ -268,44 +282,45 @@ static uintptr_t send_one(sn_tier_t *t, const item_t *it)
          * (it was down when the session was destroyed) must not bring the
          * session back at a bootstrap */
         what = "set";
-        rc = memcached_set(t->mc, key, key_len, (const char *) l.buf, l.len, l.exptime, 0);
-        free(l.buf);
+        rc = memcached_set(t->mc, key, key_len, sb->data, sb->size, l.exptime, 0);
         if (sent_ok(rc))
-            count(it->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
+            count(bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
     }
     if (sent_ok(rc))
         return 0;
     failed(t, what, key, rc);
-    return it->bits;
+    return bits;
 }
 
-/* Takes up to BATCH sessions off the queue and writes their copies, the
- * commands pipelined without replies: a reply per command costs a round
- * trip and its system calls, more than the session's own write here.
- * False if a command failed (its session is queued again). */
-static bool write_batch(sn_tier_t *t)
+/* Writes the copies of every session in `round` (the queue as the thread
+ * took it), the commands pipelined without replies: a reply per command
+ * costs a round trip and its system calls, more than the session's own
+ * write here. Sessions whose command failed wait in `again`. False if any
+ * failed; past the stop deadline, the rest is left out. */
+static bool write_round(sn_tier_t *t, zhashx_t *round)
 {
-    item_t items[BATCH];
-    size_t n = 0;
-    pthread_mutex_lock(&t->lock);
-    for (void *v = zhashx_first(t->dirty); v && n < BATCH; v = zhashx_next(t->dirty)) {
-        const char *id = zhashx_cursor(t->dirty);
-        items[n].id = strdup(id);
-        items[n].bits = (uintptr_t) v;
-        if (items[n].id)
-            n++;
-    }
-    for (size_t i = 0; i < n; i++)
-        zhashx_delete(t->dirty, items[i].id);
-    t->inflight = n;
-    pthread_mutex_unlock(&t->lock);
-    uint64_t failures = atomic_load(&t->st.failures);
-    for (size_t i = 0; i < n; i++) {
-        settle(t, items[i].id, send_one(t, &items[i]));
-        free(items[i].id);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    size_t n = 0, left = zhashx_size(round);
+    for (void *v = zhashx_first(round); v; v = zhashx_next(round), left--) {
+        if (++n % BATCH == 0) {
+            memcached_flush_buffers(t->mc);
+            pthread_mutex_lock(&t->lock);
+            bool late = t->stop && mono_ms() >= t->stop_by_ms;
+            pthread_mutex_unlock(&t->lock);
+            if (late) {
+                t->left_out += left;
+                break;
+            }
+        }
+        const char *id = zhashx_cursor(round);
+        uintptr_t bits = send_one(t, id, (uintptr_t) v, &sb);
+        if (bits)
+            zhashx_insert(t->again, id, (void *) bits);
     }
     memcached_flush_buffers(t->mc);
-    return atomic_load(&t->st.failures) == failures;
+    msgpack_sbuffer_destroy(&sb);
+    return zhashx_size(t->again) == 0;
 }
 
 /* ------------------------------------------------------------ bootstrap */
@@ -458,9 +473,23 @@ static void bootstrap(sn_tier_t *t)
 
 /* ------------------------------------------------------------ the thread */
 
+static void timed_wait(sn_tier_t *t, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t) ts.tv_nsec + (uint64_t) ms * 1000000u;
+    ts.tv_sec += (time_t) (ns / 1000000000u);
+    ts.tv_nsec = (long) (ns % 1000000000u);
+    pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+}
+
+/* Every flush_ms the thread takes the whole queue, swapping in an empty
+ * table, and writes it: the writers' lock is held for a swap, never for
+ * the writing, and a round carries everything that came in its interval. */
 static void *tier_thread(void *arg)
 {
     sn_tier_t *t = arg;
+    pthread_setname_np(pthread_self(), "sn-tier");
     pthread_mutex_lock(&t->lock);
     for (;;) {
         if (t->boot_wanted && !t->boot_done) {
@@ -471,41 +500,120 @@ static void *tier_thread(void *arg)
             pthread_cond_broadcast(&t->done_cond);
             continue;
         }
-        bool empty = zhashx_size(t->dirty) == 0;
-        if (t->stop && (empty || mono_ms() >= t->stop_by_ms))
+        if (t->stop && (zhashx_size(t->dirty) == 0 || mono_ms() >= t->stop_by_ms))
             break;
-        if (empty || (!t->stop && zhashx_size(t->dirty) < BATCH)) {
-            /* batch what comes within flush_ms */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t ns = (uint64_t) ts.tv_nsec + (uint64_t) t->opt.flush_ms * 1000000u;
-            ts.tv_sec += (time_t) (ns / 1000000000u);
-            ts.tv_nsec = (long) (ns % 1000000000u);
-            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
-            if (zhashx_size(t->dirty) == 0 || t->boot_wanted != t->boot_done)
+        if (!t->stop) {
+            timed_wait(t, t->opt.flush_ms);
+            if (t->stop || t->boot_wanted != t->boot_done)
                 continue;
         }
+        if (zhashx_size(t->dirty) == 0)
+            continue;
+        zhashx_t *round = t->dirty;
+        t->dirty = t->spare;
+        t->spare = NULL;
+        t->inflight = zhashx_size(round);
         pthread_mutex_unlock(&t->lock);
-        bool ok = write_batch(t);
+        bool ok = write_round(t, round);
+        settle(t);
+        zhashx_purge(round);
         pthread_mutex_lock(&t->lock);
-        if (!ok && !t->stop) {
-            /* a server is away: wait a little rather than spin on it */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_nsec += FAIL_PAUSE_MS * 1000000L;
-            ts.tv_sec += ts.tv_nsec / 1000000000L;
-            ts.tv_nsec %= 1000000000L;
-            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
-        }
+        t->spare = round;
+        if (!ok)   /* a server is away: not a spin on it, stopping or not */
+            timed_wait(t, FAIL_PAUSE_MS);
     }
-    size_t left = zhashx_size(t->dirty);
+    size_t left = zhashx_size(t->dirty) + t->left_out;
     pthread_mutex_unlock(&t->lock);
     if (left)
         tlog(t, SN_LOG_WARN, "tier: stopping with %zu sessions not backed up", left);
     return NULL;
 }
 
+/* ------------------------------------------------------------ read-through */
+
+int sn_tier_fetch(sn_tier_t *t, const void *id, size_t id_len, const uint64_t *nodes, size_t n)
+{
+    if (!t || !t->pool || id_len == 0 || id_len > SN_ID_MAX)
+        return 0;
+    count(&t->st.reads, 1);
+    char sid[SN_ID_MAX + 1];
+    memcpy(sid, id, id_len);
+    sid[id_len] = 0;
+    /* this node's copy, then those of the nodes that wrote here last */
+    char (*keys)[KEY_MAX + 1] = malloc((FETCH_NODES_MAX + 1) * sizeof *keys);
+    if (!keys)
+        return SN_ENOMEM;
+    const char *kp[FETCH_NODES_MAX + 1];
+    size_t kl[FETCH_NODES_MAX + 1], nk = 0;
+    kl[nk] = node_key(t->opt.node_id, sid, id_len, keys[nk]);
+    kp[nk] = keys[nk];
+    nk++;
+    for (size_t i = 0; i < n && nk <= FETCH_NODES_MAX; i++) {
+        if (nodes[i] == t->opt.node_id)
+            continue;
+        kl[nk] = node_key(nodes[i], sid, id_len, keys[nk]);
+        kp[nk] = keys[nk];
+        nk++;
+    }
+    struct timespec wait = {1, 0};
+    memcached_return_t rc;
+    memcached_st *mc = memcached_pool_fetch(t->pool, &wait, &rc);
+    if (mc) {
+        rc = memcached_mget(mc, kp, kl, nk);
+        memcached_result_st *r;
+        while (rc == MEMCACHED_SUCCESS && (r = memcached_fetch_result(mc, NULL, &rc))) {
+            sn_wire_state_t ws;
+            if (sn_wire_view_state(memcached_result_value(r), memcached_result_length(r), &ws) ==
+                0) {
+                /* a hashed key ("sn#") names the id only by its hash */
+                if (ws.id_len == id_len && memcmp(ws.id, id, id_len) == 0)
+                    sn_store_merge(t->store, ws.id, ws.id_len, &ws.state);
+                sn_wire_state_release(&ws);
+            }
+            memcached_result_free(r);
+        }
+        memcached_pool_release(t->pool, mc);
+    }
+    free(keys);
+    if (rc != MEMCACHED_SUCCESS && rc != MEMCACHED_END && rc != MEMCACHED_NOTFOUND) {
+        count(&t->st.failures, 1);
+        uint64_t now = mono_ms(), last = atomic_load(&t->read_fail_log_ms);
+        if (now - last >= 1000 && atomic_compare_exchange_strong(&t->read_fail_log_ms, &last, now))
+            tlog(t, SN_LOG_WARN, "tier: read-through of a session: %s",
+                 mc ? memcached_strerror(NULL, rc) : "no connection free");
+    }
+    if (!sn_store_exists(t->store, id, id_len))
+        return 0;
+    count(&t->st.read_hits, 1);
+    return 1;
+}
+
 /* ------------------------------------------------------------ lifecycle */
+
+/* A handle on the servers: consistent hashing, so that a server that comes
+ * or goes moves only its share of the keys. A server that is down is not
+ * taken out of the ring: its sessions wait in the queue for it rather than
+ * land elsewhere. NULL on a bad list. */
+static memcached_st *mc_new(const char *servers, int32_t poll_ms)
+{
+    memcached_st *mc = memcached_create(NULL);
+    if (!mc)
+        return NULL;
+    memcached_server_list_st list = memcached_servers_parse(servers);
+    if (!list || memcached_server_push(mc, list) != MEMCACHED_SUCCESS) {
+        memcached_server_list_free(list);
+        memcached_free(mc);
+        return NULL;
+    }
+    memcached_server_list_free(list);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
+                           MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 500);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, (uint64_t) poll_ms);
+    memcached_behavior_set(mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+    return mc;
+}
 
 sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
 {
@@ -523,29 +631,27 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
     t->servers = strdup(o->servers);
     t->opt.servers = t->servers;
     t->dirty = zhashx_new();
-    t->mc = memcached_create(NULL);
-    if (!t->servers || !t->dirty || !t->mc)
+    t->spare = zhashx_new();
+    t->again = zhashx_new();
+    if (!t->servers || !t->dirty || !t->spare || !t->again)
         goto fail;
-    memcached_server_list_st list = memcached_servers_parse(o->servers);
-    if (!list || memcached_server_push(t->mc, list) != MEMCACHED_SUCCESS) {
-        memcached_server_list_free(list);
+    t->mc = mc_new(t->servers, 1000);
+    if (!t->mc) {
         tlog(t, SN_LOG_ERROR, "tier: bad server list '%s' (want HOST:PORT[,HOST:PORT...])",
              o->servers);
         goto fail;
     }
-    memcached_server_list_free(list);
-    /* consistent hashing: a server that comes or goes moves only its share
-     * of the keys. A server that is down is not taken out of the ring: its
-     * sessions wait in the queue for it rather than land elsewhere. */
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_DISTRIBUTION,
-                           MEMCACHED_DISTRIBUTION_CONSISTENT_KETAMA);
-    /* writes go out without replies, batched (write_batch) */
+    /* writes go out without replies, batched (write_round) */
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
     memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, 500);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, 1000);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);
+    if (o->read_through) {
+        /* a read-through holds up the reader's thread, and a worker's
+         * other connections with it: a shorter wait for an answer */
+        t->read_mc = mc_new(t->servers, 250);
+        t->pool = t->read_mc ? memcached_pool_create(t->read_mc, 1, POOL_MAX) : NULL;
+        if (!t->pool)
+            goto fail;
+    }
     pthread_mutex_init(&t->lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -564,9 +670,15 @@ fail_sync:
     pthread_cond_destroy(&t->cond);
     pthread_cond_destroy(&t->done_cond);
 fail:
+    if (t->pool)
+        memcached_pool_destroy(t->pool);
+    if (t->read_mc)
+        memcached_free(t->read_mc);
     if (t->mc)
         memcached_free(t->mc);
     zhashx_destroy(&t->dirty);
+    zhashx_destroy(&t->spare);
+    zhashx_destroy(&t->again);
     free(t->servers);
     free(t);
     return NULL;
@@ -583,8 +695,14 @@ void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms)
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
     pthread_join(t->thread, NULL);
+    if (t->pool)
+        memcached_pool_destroy(t->pool);
+    if (t->read_mc)
+        memcached_free(t->read_mc);
     memcached_free(t->mc);
     zhashx_destroy(&t->dirty);
+    zhashx_destroy(&t->spare);
+    zhashx_destroy(&t->again);
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->cond);
     pthread_cond_destroy(&t->done_cond);
@@ -638,5 +756,7 @@ void sn_tier_stats(sn_tier_t *t, sn_node_stats_t *s)
     LOAD(dropped);
     LOAD(boot_sessions);
     LOAD(boot_ms);
+    LOAD(reads);
+    LOAD(read_hits);
 #undef LOAD
 }

@@ -32,6 +32,7 @@ typedef struct {
     uint64_t node_id;           /* names this node's copies */
     size_t queue_max;           /* sessions waiting to be written; 0: 100000 */
     uint32_t flush_ms;          /* a batch at least this often; 0: 20 */
+    bool read_through;          /* sn_tier_fetch is used: keep connections for it */
     sn_log_fn log;
     void *log_arg;
     int log_level;
@@ -58,6 +59,15 @@ void sn_tier_mark_gone(sn_tier_t *self, const void *id, size_t id_len);
 void sn_tier_bootstrap(sn_tier_t *self);
 bool sn_tier_bootstrap_done(sn_tier_t *self, uint32_t timeout_ms);
 bool sn_tier_bootstrap_wanted(sn_tier_t *self);
+
+/* Read-through of a session the store does not hold: gets the copies
+ * the nodes `nodes` (n of them) and this one keep of it, and merges each
+ * into the store, tombstones included. Called by any thread; blocks for a
+ * round trip to the servers (bounded by libmemcached's poll timeout).
+ * Returns 1 if the session is alive in the store afterwards, 0 if the tier
+ * held no live copy, SN_ENOMEM. */
+int sn_tier_fetch(sn_tier_t *self, const void *id, size_t id_len, const uint64_t *nodes,
+                  size_t n);
 
 /* Adds the tier's figures to a node's stats. */
 void sn_tier_stats(sn_tier_t *self, sn_node_stats_t *stats);

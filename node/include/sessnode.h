@@ -192,6 +192,11 @@ typedef struct {
                                    change is not backed up (tier_dropped); 0 = 100000 */
     uint32_t tier_flush_ms;     /* at stop, time left to write what is queued;
                                    0 = 5000 */
+    /* Read-through: a read of a session this node does not hold (evicted
+     * by memory_limit, or never received) first looks for its copies in
+     * the tier, and merges them, tombstones included. Costs a round trip
+     * to memcached on every such miss, a new session's first read too. */
+    int tier_read_through;
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
 } sn_config_t;
 
@@ -321,6 +326,8 @@ typedef struct {
     uint64_t tier_dropped;      /* changes not backed up: the queue was full */
     uint64_t tier_boot_sessions; /* sessions loaded from the tier at start */
     uint64_t tier_boot_ms;      /* ...and how long that took */
+    uint64_t tier_reads;        /* read-through: misses looked up in the tier */
+    uint64_t tier_read_hits;    /* ...that found the session alive there */
 } sn_node_stats_t;
 
 SN_EXPORT void sn_node_stats(sn_node_t *node, sn_node_stats_t *stats);

@@ -64,7 +64,8 @@ bad() {
 run_sync 0 --help
 [[ ! -s $SN_TMP/err ]] || sn_fail "--help wrote to stderr"
 for flag in --config --name --listen --cluster --join --join-timeout --suspect-after \
-    --dead-after --cert --allow --insecure-bus --max-memory \
+    --dead-after --cert --allow --insecure-bus --tier --tier-queue --tier-read-through \
+    --max-memory \
     --item-size-max --write-concern --write-timeout --threads --max-connections \
     --verbose --help --version; do
     grep -q -- "$flag" "$SN_TMP/out" || sn_fail "--help does not list $flag"
@@ -129,6 +130,8 @@ bad "--cert needs --allow too" --cert "$SN_TMP/file"
 bad "--allow needs --cert too" --allow "$SN_TMP"
 bad "--cluster 192.0.2.1:7400 is not a loopback address" --cluster 192.0.2.1:7400
 bad "--insecure-bus takes no value" --insecure-bus=1
+bad "--tier-read-through needs --tier" --tier-read-through
+bad "--tier '127.0.0.1'" --tier 127.0.0.1
 sn_log "bad flags and values: exit 2 with a clear line ($checks checks)"
 
 conf=$SN_TMP/bad.conf
@@ -147,6 +150,8 @@ printf 'threads = lots\n' >"$conf"
 bad "$conf:1: threads 'lots'" --config "$conf" --name x
 printf 'insecure-bus = maybe\n' >"$conf"
 bad "$conf:1: insecure-bus 'maybe': expected yes or no" --config "$conf"
+printf 'tier-read-through = often\n' >"$conf"
+bad "$conf:1: tier-read-through 'often': expected yes or no" --config "$conf"
 sn_log "bad config files: exit 2 naming file:line"
 
 # a certificate file that is not one: the node cannot start (exit 1) and says why

@@ -22,6 +22,11 @@ count failures and dropped backups. The server restarts on its port:
 backups resume (tier_writes grows, the queue drains to 0). Phase 4: D
 takes 2,000 writes and is stopped at once (SIGTERM): a new daemon E alone
 with the tier holds all of them (the queue is written before exit).
+Phase 5: F (--max-memory 4 --tier-read-through) and G (the same without
+read-through) each take 4,000 sessions of 2 KiB, and evict most: F
+serves every one (from the tier, counted in tier_read_hits), G misses
+those it evicted, and a key never written is a miss on F after one
+lookup in the tier.
 
 The harness (time limit, cleanup by PID, sanitizer checks of the
 daemons' logs, the summary) is test_cluster.py's.
@@ -270,6 +275,42 @@ def body(args, tmp, daemons, checks, mcs):
                   *tc.compare(e, final, []))
     status = e.signal_and_wait(signal.SIGTERM, 30)
     checks.record("E stops with status 0", status == 0, "status %s" % status)
+
+    tc.log("phase 5: read-through brings back sessions evicted by --max-memory")
+    # F reads through, G (the control) does not; each holds 4 MiB, so most
+    # of the 4,000 sessions of 2 KiB written to it are evicted, long after
+    # their backup was written (the queue is written every 20 ms)
+    f = start("F", extra=["--max-memory", "4", "--tier-read-through"])
+    g = start("G", extra=["--max-memory", "4"])
+    many = {"rt-%04d" % i: (b"%05d" % i * 400, 0) for i in range(4000)}
+    for n in (f, g):
+        checks.record("4000 sets on %s" % n.name, *tc.store_all(n, many, expire=HOUR))
+        ok, st = poll_stat(n, "tier_queue", lambda q: q == 0, 60)
+        checks.record("%s's tier queue drains" % n.name, ok, str(st))
+    evicted = {n.name: int(n.client().stats()[b"evictions"]) for n in (f, g)}
+    checks.record("both evicted sessions", min(evicted.values()) > 0, str(evicted))
+    before = stats(f)
+    checks.record("F serves every session, the evicted ones from the tier",
+                  *tc.compare(f, many, []))
+    after = stats(f)
+    hits = after["tier_read_hits"] - before["tier_read_hits"]
+    checks.record("F counts the sessions it read through", hits > 0,
+                  "tier_reads %d -> %d, tier_read_hits %d -> %d" % (
+                      before["tier_reads"], after["tier_reads"],
+                      before["tier_read_hits"], after["tier_read_hits"]))
+    ok, why = tc.compare(g, many, [])
+    checks.record("G, without read-through, misses the sessions it evicted", not ok, why)
+    c = f.client()
+    reads = stats(f)["tier_reads"]
+    got = c.get("rt-never-written")
+    st = stats(f)
+    checks.record("a session the tier never held is still a miss, looked up once",
+                  got is None and st["tier_reads"] == reads + 1 and
+                  st["tier_read_hits"] == after["tier_read_hits"],
+                  "got %r; tier_reads %d -> %d" % (got, reads, st["tier_reads"]))
+    for n in (f, g):
+        status = n.signal_and_wait(signal.SIGTERM, 30)
+        checks.record("%s stops with status 0" % n.name, status == 0, "status %s" % status)
 
 
 def add_args(ap):

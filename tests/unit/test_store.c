@@ -1290,6 +1290,33 @@ static void test_put_after_seeing_a_destroy_recreates_the_session_everywhere(voi
     node_close(&b);
 }
 
+/* Read-through asks the tier for the copies of the nodes the store has
+ * seen write: they come latest first, bounded by the caller. */
+static void test_node_ids_lists_the_writers_seen_latest_first(void **state)
+{
+    (void) state;
+    node_t a, b, c;
+    node_open(&a, 1);
+    node_open(&b, 2);
+    node_open(&c, 3);
+    uint64_t ids[4] = {0};
+    assert_int_equal(sn_store_node_ids(a.store, ids, 4), 0);
+    assert_int_equal(put_s(a.store, "s", "x", "a"), 0);
+    assert_int_equal(put_s(b.store, "t", "x", "b"), 0);
+    assert_int_equal(put_s(c.store, "u", "x", "c"), 0);
+    assert_int_equal(repair(b.store, a.store, "t"), SN_APPLY_APPLIED);
+    assert_int_equal(repair(c.store, a.store, "u"), SN_APPLY_APPLIED);
+    assert_int_equal(sn_store_node_ids(a.store, ids, 4), 3);
+    assert_true(ids[0] == 3 && ids[1] == 2 && ids[2] == 1);
+    memset(ids, 0, sizeof ids);
+    assert_int_equal(sn_store_node_ids(a.store, ids, 2), 2);
+    assert_true(ids[0] == 3 && ids[1] == 2 && ids[2] == 0);
+    assert_int_equal(sn_store_node_ids(a.store, ids, 0), 0);
+    node_close(&a);
+    node_close(&b);
+    node_close(&c);
+}
+
 static void test_merge_is_idempotent_and_commutative(void **state)
 {
     (void) state;
@@ -2474,6 +2501,7 @@ int main(void)
         cmocka_unit_test(test_concurrent_removes_and_sets_of_different_attributes_both_survive),
         cmocka_unit_test(test_destroy_wins_over_a_concurrent_put),
         cmocka_unit_test(test_put_after_seeing_a_destroy_recreates_the_session_everywhere),
+        cmocka_unit_test(test_node_ids_lists_the_writers_seen_latest_first),
         cmocka_unit_test(test_merge_is_idempotent_and_commutative),
         cmocka_unit_test(test_merge_many_gives_what_one_merge_at_a_time_gives),
         cmocka_unit_test(test_merge_of_a_tombstone_destroys_a_concurrent_session),
