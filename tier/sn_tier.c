@@ -85,6 +85,17 @@ static uint64_t real_ms(void)
     return (uint64_t) ts.tv_sec * 1000u + (uint64_t) ts.tv_nsec / 1000000u;
 }
 
+/* ms from now on the monotonic clock, which the condition variables use */
+static struct timespec deadline(uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t) ts.tv_nsec + (uint64_t) ms * 1000000u;
+    ts.tv_sec += (time_t) (ns / 1000000000u);
+    ts.tv_nsec = (long) (ns % 1000000000u);
+    return ts;
+}
+
 static void tlog(sn_tier_t *t, int level, const char *fmt, ...)
 {
     va_list ap;
@@ -475,11 +486,7 @@ static void bootstrap(sn_tier_t *t)
 
 static void timed_wait(sn_tier_t *t, uint32_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t) ts.tv_nsec + (uint64_t) ms * 1000000u;
-    ts.tv_sec += (time_t) (ns / 1000000000u);
-    ts.tv_nsec = (long) (ns % 1000000000u);
+    struct timespec ts = deadline(ms);
     pthread_cond_timedwait(&t->cond, &t->lock, &ts);
 }
 
@@ -721,11 +728,7 @@ void sn_tier_bootstrap(sn_tier_t *t)
 
 bool sn_tier_bootstrap_done(sn_tier_t *t, uint32_t timeout_ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t) ts.tv_nsec + (uint64_t) timeout_ms * 1000000u;
-    ts.tv_sec += (time_t) (ns / 1000000000u);
-    ts.tv_nsec = (long) (ns % 1000000000u);
+    struct timespec ts = deadline(timeout_ms);
     pthread_mutex_lock(&t->lock);
     while (!t->boot_done && timeout_ms &&
            pthread_cond_timedwait(&t->done_cond, &t->lock, &ts) == 0) {
