@@ -21,6 +21,10 @@
 # flushed, so that it runs as a long-lived server does (its memory taken
 # once), not paying for the first touch of every page during the rounds.
 #
+# In this mode the node alone and the tiered node swap turns every other
+# round (A B, B A, ...), so that a drift of the host over the run weighs on
+# both alike.
+#
 # --pin (with --tier) puts each sessnode on CPU 0 and memcaslap and both
 # memcached servers on CPU 1: the node's own CPU bounds its throughput, as
 # when the tier's servers are other machines. Without it every process
@@ -244,7 +248,11 @@ echo "== load: memcaslap -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
     "(CONF: 64 B keys, 1 KiB values, set fraction $sets)"
 printf '%-6s %-10s %10s %10s %9s %8s\n' round system ops/s gets sets server-cpu
 for ((r = 1; r <= rounds; r++)); do
-    for sys in "${systems[@]}"; do
+    order=("${systems[@]}")
+    # the node alone and the tiered one swap places every other round, so
+    # that a host slowing down or speeding up over the run favours neither
+    ((tier && r % 2 == 0)) && order=(memcached tier single)
+    for sys in "${order[@]}"; do
         # shellcheck disable=SC2086
         before=$(cpu_ticks ${procs[$sys]})
         out=$tmp/$sys.$r.out

@@ -310,6 +310,7 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "cluster_auth_refused", ns.auth_refused);
     stat_u64(fn, arg, "cluster_peers_without_key", ns.peers_without_key);
     stat_u64(fn, arg, "tier_queue", ns.tier_queue);
+    stat_u64(fn, arg, "tier_queue_bytes", ns.tier_queue_bytes);
     stat_u64(fn, arg, "tier_writes", ns.tier_writes);
     stat_u64(fn, arg, "tier_touches", ns.tier_touches);
     stat_u64(fn, arg, "tier_deletes", ns.tier_deletes);

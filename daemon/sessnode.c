@@ -254,6 +254,7 @@ static bool make_node(daemon_t *d)
     cfg.curve_allow = o->allow[0] ? o->allow : NULL;
     cfg.tier = o->tier[0] ? o->tier : NULL;
     cfg.tier_queue = o->tier_queue;
+    cfg.tier_queue_bytes = (size_t) o->tier_queue_mb << 20;
     cfg.tier_read_through = o->tier_read_through;
     cfg.write_timeout_ms = o->write_timeout_ms;
     cfg.log = sd_log_node;

@@ -37,6 +37,7 @@ enum { SD_EXIT_RUNTIME = 1, SD_EXIT_USAGE = 2 };
 #define SD_DEFAULT_DEAD_MS 3000
 #define SD_DEFAULT_WRITE_TIMEOUT_MS 1000
 #define SD_DEFAULT_TIER_QUEUE 100000
+#define SD_DEFAULT_TIER_QUEUE_MB 64
 #define SD_NAME_MAX 63          /* sn_member_t.name holds 63 bytes and a NUL */
 
 /* An IPv4 address and port, as parsed from HOST:PORT and resolved once. */
@@ -65,6 +66,7 @@ typedef struct {
     bool insecure_bus;          /* a plain bus off loopback is on purpose */
     char tier[1024];            /* --tier, "" = none */
     uint32_t tier_queue;
+    uint32_t tier_queue_mb;     /* --tier-queue-mb */
     bool tier_read_through;     /* --tier-read-through */
     int verbose;                /* 0 info, 1 debug, 2 debug with every connection */
 } sd_opts_t;

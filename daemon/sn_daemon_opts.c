@@ -50,6 +50,7 @@ enum {
     OPT_INSECURE_BUS,
     OPT_TIER,
     OPT_TIER_QUEUE,
+    OPT_TIER_QUEUE_MB,
     OPT_TIER_READ_THROUGH,
     OPT_VERBOSE,
     OPT_HELP,
@@ -77,6 +78,7 @@ static const struct option long_opts[] = {
     {"insecure-bus", no_argument, NULL, OPT_INSECURE_BUS},
     {"tier", required_argument, NULL, OPT_TIER},
     {"tier-queue", required_argument, NULL, OPT_TIER_QUEUE},
+    {"tier-queue-mb", required_argument, NULL, OPT_TIER_QUEUE_MB},
     {"tier-read-through", no_argument, NULL, OPT_TIER_READ_THROUGH},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"help", no_argument, NULL, OPT_HELP},
@@ -101,6 +103,7 @@ static const struct option long_opts[] = {
 #define VERBOSE_MAX 2
 #define TIER_QUEUE_MIN 1
 #define TIER_QUEUE_MAX 100000000
+#define TIER_QUEUE_MB_MAX 1048576
 
 static void usage(FILE *out)
 {
@@ -147,6 +150,9 @@ static void usage(FILE *out)
         "                        there (default: none)\n"
         "  --tier-queue N        sessions waiting for the tier, at most; past it a\n"
         "                        change is not backed up, and counted (default %d)\n"
+        "  --tier-queue-mb MB    memory for the copies those sessions wait with\n"
+        "                        (encoded when written); past it a session waits\n"
+        "                        without one, read again when written (default %d)\n"
         "  --tier-read-through   a read of a session not held here (evicted, say)\n"
         "                        looks for it in the tier first (default: off)\n"
         "  --max-memory MB       memory for sessions; past it the least recently used\n"
@@ -168,7 +174,7 @@ static void usage(FILE *out)
         "1 runtime failure (cannot bind, ...), 2 bad usage.\n",
         SD_NAME_MAX, SD_DEFAULT_LISTEN, SD_DEFAULT_CLUSTER, SD_DEFAULT_JOIN_TIMEOUT_MS,
         SD_DEFAULT_SUSPECT_MS, SD_DEFAULT_DEAD_MS, SD_DEFAULT_TIER_QUEUE,
-        SD_DEFAULT_MAX_MEMORY_MB, SD_DEFAULT_WRITE_TIMEOUT_MS, THREADS_MAX,
+        SD_DEFAULT_TIER_QUEUE_MB, SD_DEFAULT_MAX_MEMORY_MB, SD_DEFAULT_WRITE_TIMEOUT_MS, THREADS_MAX,
         SD_DEFAULT_THREADS, SD_DEFAULT_MAX_CONNECTIONS);
 }
 
@@ -493,6 +499,11 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
             break;
         o->tier_queue = (uint32_t) n;
         return true;
+    case OPT_TIER_QUEUE_MB:
+        if (!parse_uint(v, 1, TIER_QUEUE_MB_MAX, &n))
+            break;
+        o->tier_queue_mb = (uint32_t) n;
+        return true;
     case OPT_INSECURE_BUS:  /* yes/no in the file; the flag alone means yes */
         return parse_yes_no(v, &o->insecure_bus, err, errlen);
     case OPT_TIER_READ_THROUGH:
@@ -518,6 +529,7 @@ static bool apply(sd_opts_t *o, int id, const char *v, char *err, size_t errlen)
     case OPT_SUSPECT_AFTER: lo = SUSPECT_MIN; hi = SUSPECT_MAX; break;
     case OPT_DEAD_AFTER: lo = DEAD_MIN; hi = DEAD_MAX; break;
     case OPT_TIER_QUEUE: lo = TIER_QUEUE_MIN; hi = TIER_QUEUE_MAX; break;
+    case OPT_TIER_QUEUE_MB: lo = 1; hi = TIER_QUEUE_MB_MAX; break;
     case OPT_VERBOSE: hi = VERBOSE_MAX; break;
     default: break;
     }
@@ -627,6 +639,7 @@ static void defaults(sd_opts_t *o)
     o->suspect_ms = SD_DEFAULT_SUSPECT_MS;
     o->dead_ms = SD_DEFAULT_DEAD_MS;
     o->tier_queue = SD_DEFAULT_TIER_QUEUE;
+    o->tier_queue_mb = SD_DEFAULT_TIER_QUEUE_MB;
 }
 
 /* Drops duplicate peers and this node's own address, so that every daemon

@@ -2502,7 +2502,7 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
     X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
     X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
     X(peers_alive) X(members_learned) X(auth_refused) X(peers_without_key)                \
-    X(tier_queue) X(tier_writes) X(tier_touches) X(tier_deletes) X(tier_failures)          \
+    X(tier_queue) X(tier_queue_bytes) X(tier_writes) X(tier_touches) X(tier_deletes) X(tier_failures)          \
     X(tier_dropped) X(tier_boot_sessions) X(tier_boot_ms) X(tier_reads) X(tier_read_hits)
 #define COUNT_(f) +1
     msgpack_pack_map(pk, 12 STATS_FIELDS(COUNT_));

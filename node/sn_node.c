@@ -39,14 +39,24 @@ struct sn_node {
     bool tier_checked;          /* ready: the bootstrap question was settled */
 };
 
-/* The store's sink: every local write goes to the peers and, marked, to
- * the tier. */
+/* The store's sink: every local write goes to the peers; a touch is
+ * marked for the tier (writes reach it through node_state_sink). */
 static void node_sink(const sn_delta_t *delta, void *arg)
 {
     sn_node_t *node = arg;
     sn_transport_sink(delta, node->transport);
-    if (node->tier)
+    if (node->tier && delta->kind == SN_DELTA_TOUCH)
         sn_tier_mark(node->tier, delta);
+}
+
+/* With a tier, the store's state sink: the session's new state, copied
+ * for the tier while the writer has it in cache. */
+static void node_state_sink(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                            void *arg)
+{
+    sn_node_t *node = arg;
+    if (node->tier)
+        sn_tier_capture(node->tier, id, id_len, st);
 }
 
 /* A peer's change applied here (replication thread): a session it left
@@ -173,6 +183,8 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .value_max = node->cfg.value_max,
         .sink = node_sink,
         .sink_arg = node,
+        .state_sink = cfg->tier ? node_state_sink : NULL,
+        .state_sink_arg = node,
     };
     node->store = sn_store_new(&so);
     if (!node->store)
@@ -182,6 +194,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
             .servers = cfg->tier,
             .node_id = node->cfg.node_id,
             .queue_max = cfg->tier_queue,
+            .queue_bytes = cfg->tier_queue_bytes,
             .read_through = cfg->tier_read_through != 0,
             .log = cfg->log,
             .log_arg = cfg->log_arg,

@@ -1449,6 +1449,15 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         }
         block = bigger;
     }
+    if (self->opt.state_sink) {
+        /* before the commit: st's names and values may point into the old
+         * entry, which the commit frees */
+        st.gc = gc_copy(self);
+        self->opt.state_sink((const uint8_t *) id, (uint32_t) id_len, &st,
+                             self->opt.state_sink_arg);
+        free(st.gc.dots);
+        st.gc = (sn_vv_t){0, NULL};
+    }
     if (writing) {
         if (!e) {
             dw.st.gc = gc_copy(self);

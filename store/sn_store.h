@@ -119,6 +119,11 @@ typedef enum {
  * order. The delta and everything it points to live only during the call. */
 typedef void (*sn_delta_sink_fn)(const sn_delta_t *delta, void *arg);
 
+/* A session's whole state (alive or tombstone), for export and the state
+ * sink. It and everything it points to live only during the call, which
+ * holds the session's shard locked: the callback must not call the store. */
+typedef void (*sn_state_fn)(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg);
+
 typedef struct {
     uint64_t node_id;            /* this node's id, != 0 */
     size_t memory_limit;         /* bytes for sessions; 0 = unbounded */
@@ -129,6 +134,11 @@ typedef struct {
     void *clock_arg;
     sn_delta_sink_fn sink;       /* may be NULL */
     void *sink_arg;
+    sn_state_fn state_sink;      /* may be NULL: after every local write or destroy
+                                    (touches excluded), the session's whole new state,
+                                    as sn_store_export gives it, taken while it is
+                                    still in cache (the memcached tier's copies) */
+    void *state_sink_arg;
     uint64_t hash_seed;          /* 0 = random */
     struct sn_slab *slab;        /* blocks from this slab (sn_slab.h), which must outlive
                                     the store; NULL = the store's own, whose pages go back
@@ -220,7 +230,6 @@ int sn_store_apply(sn_store_t *self, const sn_delta_t *delta);
 
 /* Calls `fn` with the full state of one session (alive or tombstone); for
  * repair. SN_ENOTFOUND if the store holds nothing under that id. */
-typedef void (*sn_state_fn)(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg);
 int sn_store_export(sn_store_t *self, const void *id, size_t id_len, sn_state_fn fn, void *arg);
 
 /* Merges a full state from a peer (repair, snapshot). Returns an sn_apply_t

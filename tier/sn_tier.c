@@ -25,6 +25,7 @@
 #include "sn_wire.h"
 
 #define QUEUE_MAX_DEFAULT 100000
+#define QUEUE_BYTES_DEFAULT (64u << 20)
 #define FLUSH_MS_DEFAULT 20
 #define BATCH 256                   /* commands between checks of the stop deadline */
 #define BOOT_BATCH 1000             /* keys per multi-get while bootstrapping */
@@ -40,6 +41,36 @@
 
 enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4 };
 
+/* A queued session: its marks and, after a local write, the copy to
+ * write, encoded by the writer while the session was in its cache. Without
+ * a copy (a touch, a peer's destroy, the copies' byte bound reached) the
+ * round exports the session from the store: a lookup and a read of memory
+ * written 20 ms before, some 2 us a session, when the writer's encoding
+ * costs it a fraction of that. One allocation holds it all. */
+typedef struct {
+    uint64_t hash;              /* of the id, for the queue's table */
+    uintptr_t bits;             /* MARK_* */
+    size_t bytes;               /* its copy's allocation, counted in queued_bytes */
+    uint64_t last_access_ms;    /* the copy's, for its expiry */
+    uint32_t max_inactive;
+    uint32_t len;               /* the copy's length; 0: none, export it */
+    uint8_t id_len;             /* ids are at most SN_ID_MAX (250) bytes */
+    bool alive;                 /* the copy is of a live session, not a tombstone */
+    char id[];                  /* the id, a NUL, then the copy */
+} job_t;
+
+/* The queue's table: jobs by session id, open addressing with linear
+ * probing in a power-of-two array at most half full. Entries are only
+ * added or replaced until the whole table is taken, so there is no
+ * deletion to handle; the array is kept from round to round. (A zhashx
+ * allocated an item and a copy of the key per session, and shrank at every
+ * purge, a third of the marking's cost.) */
+typedef struct {
+    job_t **slot;
+    size_t cap;                 /* 0 or a power of two */
+    size_t n;
+} jobset_t;
+
 struct sn_tier {
     sn_tier_options_t opt;
     char *servers;
@@ -54,13 +85,14 @@ struct sn_tier {
     pthread_mutex_t lock;           /* dirty, inflight, flags below */
     pthread_cond_t cond;            /* the thread waits here between rounds */
     pthread_cond_t done_cond;       /* bootstrap callers wait here */
-    zhashx_t *dirty;                /* session id -> MARK_* bits */
+    jobset_t dirty;                 /* the queue */
     size_t inflight;                /* taken off `dirty`, being written */
-    zhashx_t *spare;                /* thread-owned: the next `dirty` */
-    zhashx_t *again;                /* thread-owned: failed this round */
+    jobset_t spare;                 /* thread-owned: the next `dirty` */
+    jobset_t again;                 /* thread-owned: failed this round */
     bool stop, boot_wanted, boot_done;
     uint64_t stop_by_ms;
     uint64_t drop_log_ms, drops_unlogged;
+    _Atomic size_t queued_bytes;    /* held by the queued copies */
 
     uint64_t fail_log_ms, fails_unlogged;   /* thread-owned */
     size_t left_out;                        /* thread-owned: cut off by the stop deadline */
@@ -109,6 +141,15 @@ static void count(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+static uint64_t fnv1a(const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
 /* A node's key for its copy of a session: "sn:" NODE ":" ID, or, for an
  * id too long for that, "sn#" NODE ":" and a hash of the id (the value
  * carries the id either way). */
@@ -127,9 +168,7 @@ static size_t node_key(uint64_t node_id, const char *id, size_t id_len, char *ke
         key[20 + id_len] = 0;
         return 20 + id_len;
     }
-    uint64_t h = 1469598103934665603ull;    /* FNV-1a */
-    for (size_t i = 0; i < id_len; i++)
-        h = (h ^ (uint8_t) id[i]) * 1099511628211ull;
+    uint64_t h = fnv1a(id, id_len);
     return (size_t) snprintf(key, KEY_MAX + 1, "sn#%s:%016llx", node, (unsigned long long) h);
 }
 
@@ -138,33 +177,161 @@ static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *
     return node_key(t->opt.node_id, id, id_len, key);
 }
 
-/* ------------------------------------------------------------ marking */
+/* ------------------------------------------------------------ the queue */
 
-static void mark(sn_tier_t *t, const void *id_bytes, size_t id_len, uintptr_t bit)
+
+#define JOB_HEAD(id_len) (offsetof(job_t, id) + (size_t) (id_len) + 1)
+
+static const uint8_t *job_copy(const job_t *j)
 {
-    /* a valid id holds no NUL (no control characters): a C string */
-    char id[SN_ID_MAX + 1];
-    if (id_len > SN_ID_MAX)
-        return;
-    memcpy(id, id_bytes, id_len);
-    id[id_len] = 0;
-    /* The caller holds a shard of the store: this is kept to one hash
-     * insert. The thread is not woken; it takes the whole table every
-     * flush_ms. */
+    return (const uint8_t *) j->id + j->id_len + 1;
+}
+
+
+/* Fills in what every job has; `j` holds JOB_HEAD(id_len) bytes at least. */
+static job_t *job_init(job_t *j, const void *id, size_t id_len)
+{
+    j->hash = fnv1a(id, id_len);
+    j->id_len = (uint8_t) id_len;
+    memcpy(j->id, id, id_len);
+    j->id[id_len] = 0;
+    return j;
+}
+
+/* A job without a copy: a few hundred bytes at most, bounded by the
+ * queue's count, not by its bytes. */
+static job_t *job_new(const void *id, size_t id_len, uintptr_t bits)
+{
+    job_t *j = calloc(1, JOB_HEAD(id_len));
+    if (!j)
+        return NULL;
+    j->bits = bits;
+    return job_init(j, id, id_len);
+}
+
+static void job_free(sn_tier_t *t, job_t *j)
+{
+    if (j) {
+        atomic_fetch_sub_explicit(&t->queued_bytes, j->bytes, memory_order_relaxed);
+        free(j);
+    }
+}
+
+/* A job holding the encoding of `st`, or NULL (over the byte bound, no
+ * memory, an encoding refused): the caller queues the session without it. */
+static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
+                            const sn_state_t *st)
+{
+    /* room for the usual encoding (msgpack adds a few bytes a field), so
+     * that it rarely grows while it is written */
+    size_t est = JOB_HEAD(id_len) + 64 + id_len +
+                 24 * ((size_t) st->vv.n + st->dv.n + st->gc.n);
+    for (uint32_t i = 0; i < st->nattrs; i++)
+        est += 32 + st->attrs[i].name_len + st->attrs[i].value_len;
+    if (atomic_load_explicit(&t->queued_bytes, memory_order_relaxed) + est >
+        t->opt.queue_bytes)
+        return NULL;   /* the likely answer, before the work of encoding */
+    msgpack_sbuffer sb = {.size = JOB_HEAD(id_len), .data = malloc(est), .alloc = est};
+    if (!sb.data)
+        return NULL;
+    if (sn_wire_append_state(&sb, id, id_len, st) != 0 ||
+        sb.size - JOB_HEAD(id_len) > UINT32_MAX) {
+        free(sb.data);
+        return NULL;
+    }
+    /* the bound itself, exact and shared with the other writers */
+    size_t before = atomic_fetch_add_explicit(&t->queued_bytes, sb.alloc, memory_order_relaxed);
+    if (before + sb.alloc > t->opt.queue_bytes) {
+        atomic_fetch_sub_explicit(&t->queued_bytes, sb.alloc, memory_order_relaxed);
+        free(sb.data);
+        return NULL;
+    }
+    job_t *j = (job_t *) (void *) sb.data;
+    j->bits = MARK_FULL;
+    j->bytes = sb.alloc;
+    j->last_access_ms = st->last_access_ms;
+    j->max_inactive = st->has_meta ? st->max_inactive : 0;
+    j->alive = st->has_meta;
+    j->len = (uint32_t) (sb.size - JOB_HEAD(id_len));
+    return job_init(j, id, id_len);
+}
+
+
+#define JOBSET_MIN 1024
+
+static job_t **jobset_find(jobset_t *s, const job_t *j)
+{
+    size_t mask = s->cap - 1;
+    for (size_t i = j->hash & mask;; i = (i + 1) & mask) {
+        job_t *o = s->slot[i];
+        if (!o || (o->hash == j->hash && o->id_len == j->id_len &&
+                   memcmp(o->id, j->id, j->id_len) == 0))
+            return &s->slot[i];
+    }
+}
+
+/* Room for one more session; false without the memory. */
+static bool jobset_reserve(jobset_t *s)
+{
+    if (2 * (s->n + 1) <= s->cap)
+        return true;
+    size_t cap = s->cap ? 2 * s->cap : JOBSET_MIN;
+    jobset_t bigger = {calloc(cap, sizeof(job_t *)), cap, s->n};
+    if (!bigger.slot)
+        return false;
+    for (size_t i = 0; i < s->cap; i++)
+        if (s->slot[i])
+            *jobset_find(&bigger, s->slot[i]) = s->slot[i];
+    free(s->slot);
+    *s = bigger;
+    return true;
+}
+
+/* Empties the table, freeing the jobs still in it; an array grown far
+ * past what it held this time (after a burst, a server away) goes back. */
+static void jobset_clear(sn_tier_t *t, jobset_t *s)
+{
+    for (size_t i = 0; i < s->cap; i++) {
+        job_free(t, s->slot[i]);
+        s->slot[i] = NULL;
+    }
+    if (s->cap > JOBSET_MIN && s->n < s->cap / 16) {
+        free(s->slot);
+        *s = (jobset_t){0};
+    }
+    s->n = 0;
+}
+
+/* Queues `job`, taking it. The newest job of a session replaces the one
+ * queued, with the marks of both: its copy, or its lack of one, is the
+ * latest word. Past the queue's bound it is dropped, counted. */
+static void enqueue(sn_tier_t *t, job_t *job)
+{
+    job_t *done = NULL;
+    /* The caller holds a shard of the store: kept to one probe of the
+     * table. The thread is not woken; it takes it whole every flush_ms. */
     pthread_mutex_lock(&t->lock);
-    void *had = zhashx_lookup(t->dirty, id);
-    if (had) {
-        zhashx_update(t->dirty, id, (void *) ((uintptr_t) had | bit));
-    } else if (zhashx_size(t->dirty) + t->inflight < t->opt.queue_max) {
-        zhashx_insert(t->dirty, id, (void *) bit);
+    job_t **at = t->dirty.cap ? jobset_find(&t->dirty, job) : NULL;
+    job_t *had = at ? *at : NULL;
+    if (had && !job->len && !had->len) {
+        had->bits |= job->bits;   /* nothing to replace */
+        done = job;
+    } else if (had) {
+        job->bits |= had->bits;
+        *at = job;
+        done = had;
+    } else if (t->dirty.n + t->inflight < t->opt.queue_max && jobset_reserve(&t->dirty)) {
+        *jobset_find(&t->dirty, job) = job;
+        t->dirty.n++;
     } else {
+        done = job;
         count(&t->st.dropped, 1);
         uint64_t now = mono_ms();
         if (now - t->drop_log_ms >= 1000) {
             tlog(t, SN_LOG_WARN,
                  "tier queue full (%zu sessions): a change of one session not backed up "
                  "(%llu more since the last such line); is a memcached server down?",
-                 zhashx_size(t->dirty), (unsigned long long) t->drops_unlogged);
+                 t->dirty.n, (unsigned long long) t->drops_unlogged);
             t->drop_log_ms = now;
             t->drops_unlogged = 0;
         } else {
@@ -172,6 +339,18 @@ static void mark(sn_tier_t *t, const void *id_bytes, size_t id_len, uintptr_t bi
         }
     }
     pthread_mutex_unlock(&t->lock);
+    job_free(t, done);
+}
+
+static void mark(sn_tier_t *t, const void *id, size_t id_len, uintptr_t bit)
+{
+    if (id_len > SN_ID_MAX)
+        return;
+    job_t *j = job_new(id, id_len, bit);
+    if (j)
+        enqueue(t, j);
+    else
+        count(&t->st.dropped, 1);
 }
 
 void sn_tier_mark(sn_tier_t *t, const sn_delta_t *d)
@@ -184,59 +363,87 @@ void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
     mark(t, id, id_len, MARK_GONE);
 }
 
+void sn_tier_capture(sn_tier_t *t, const uint8_t *id, uint32_t id_len, const sn_state_t *st)
+{
+    if (id_len > SN_ID_MAX)
+        return;
+    job_t *j = job_with_copy(t, id, id_len, st);
+    if (!j)
+        j = job_new(id, id_len, MARK_FULL);
+    if (j)
+        enqueue(t, j);
+    else
+        count(&t->st.dropped, 1);
+}
+
 /* The round in flight is done with: its sessions leave `inflight`, and
  * those whose command failed go back to the queue, within its bound, so
- * that the bound holds all along. */
+ * that the bound holds all along; a session queued again meanwhile keeps
+ * its newer job. */
 static void settle(sn_tier_t *t)
 {
     pthread_mutex_lock(&t->lock);
     t->inflight = 0;
-    for (void *v = zhashx_first(t->again); v; v = zhashx_next(t->again)) {
-        const char *id = zhashx_cursor(t->again);
-        void *had = zhashx_lookup(t->dirty, id);
-        if (had)
-            zhashx_update(t->dirty, id, (void *) ((uintptr_t) had | (uintptr_t) v));
-        else if (zhashx_size(t->dirty) < t->opt.queue_max)
-            zhashx_insert(t->dirty, id, v);
-        else
+    for (size_t i = 0; i < t->again.cap; i++) {
+        job_t *j = t->again.slot[i];
+        if (!j)
+            continue;
+        t->again.slot[i] = NULL;
+        job_t **at = t->dirty.cap ? jobset_find(&t->dirty, j) : NULL;
+        if (at && *at) {
+            (*at)->bits |= j->bits;
+            job_free(t, j);
+        } else if (t->dirty.n < t->opt.queue_max && jobset_reserve(&t->dirty)) {
+            *jobset_find(&t->dirty, j) = j;
+            t->dirty.n++;
+        } else {
             count(&t->st.dropped, 1);
+            job_free(t, j);
+        }
     }
     pthread_mutex_unlock(&t->lock);
-    zhashx_purge(t->again);
+    jobset_clear(t, &t->again);
 }
 
 /* ------------------------------------------------------------ writing */
+
+/* memcached's expiry for a copy: the session's remaining lifetime from its
+ * last access (an absolute time past 30 days, as memcached reads it), a
+ * month for a tombstone; false if the session has expired. */
+static bool copy_expiry(bool alive, uint32_t max_inactive, uint64_t last_access_ms,
+                        time_t *exptime)
+{
+    *exptime = alive ? 0 : TOMB_TTL;
+    if (!alive || !max_inactive)
+        return true;
+    uint64_t now = real_ms(), life = (uint64_t) max_inactive * 1000u;
+    uint64_t idle = now > last_access_ms ? now - last_access_ms : 0;
+    if (idle >= life)
+        return false;
+    uint64_t left_s = (life - idle + 999) / 1000 + 1;
+    *exptime = left_s > MONTH_S ? (time_t) (now / 1000 + left_s) : (time_t) left_s;
+    return true;
+}
 
 typedef struct {
     msgpack_sbuffer *sb;        /* the encoded state, alone in it */
     bool encoded;
     bool alive;
     bool expired;
-    time_t exptime;             /* memcached's expiry for it */
+    time_t exptime;
 } local_t;
 
 static void export_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
 {
     local_t *l = arg;
     l->alive = st->has_meta;
-    l->expired = false;
-    l->exptime = 0;
-    if (st->has_meta && st->max_inactive) {
-        uint64_t now = real_ms(), life = (uint64_t) st->max_inactive * 1000u;
-        uint64_t idle = now > st->last_access_ms ? now - st->last_access_ms : 0;
-        if (idle >= life) {
-            l->expired = true;
-        } else {
-            uint64_t left_s = (life - idle + 999) / 1000 + 1;
-            l->exptime = left_s > MONTH_S ? (time_t) (now / 1000 + left_s) : (time_t) left_s;
-        }
-    }
-    if (!st->has_meta)
-        l->exptime = TOMB_TTL;
+    l->expired = !copy_expiry(st->has_meta, st->max_inactive, st->last_access_ms, &l->exptime);
     l->sb->size = 0;
     l->encoded = !l->expired && sn_wire_append_state(l->sb, id, id_len, st) == 0;
 }
 
+/* The copy of a session queued without one, from the store; false if the
+ * store no longer holds it (evicted, collected). */
 static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l,
                          msgpack_sbuffer *sb)
 {
@@ -264,74 +471,94 @@ static bool sent_ok(memcached_return_t rc)
     return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_BUFFERED;
 }
 
-/* Queues the command for one session's copy, its encoding made in `sb`.
- * Returns the marks to queue it again with after a failure, else 0. */
-static uintptr_t send_one(sn_tier_t *t, const char *id, uintptr_t bits, msgpack_sbuffer *sb)
+/* Queues the command for one session's copy: the job's own, else one
+ * exported into `sb`. False if it failed (the job is to be queued again). */
+static bool send_one(sn_tier_t *t, const job_t *j, msgpack_sbuffer *sb)
 {
-    size_t id_len = strlen(id);
+    const char *id = j->id;
+    size_t id_len = j->id_len;
     char key[KEY_MAX + 1];
     size_t key_len = tier_key(t, id, id_len, key);
-    local_t l;
-    bool found = export_local(t, id, id_len, &l, sb);
+    local_t l = {.encoded = true};
+    bool found = true;
+    const char *copy;
+    size_t copy_len;
+    if (j->len) {
+        l.alive = j->alive;
+        l.expired = !copy_expiry(j->alive, j->max_inactive, j->last_access_ms, &l.exptime);
+        copy = (const char *) job_copy(j);
+        copy_len = j->len;
+    } else {
+        found = export_local(t, id, id_len, &l, sb);
+        copy = sb->data;
+        copy_len = sb->size;
+    }
     memcached_return_t rc;
     const char *what;
     /* a copy to drop: the session is gone here, was destroyed elsewhere (that
      * node keeps the tombstone), or has expired */
-    bool drop = !found || l.expired || (!l.alive && !(bits & MARK_FULL));
+    bool drop = !found || l.expired || (!l.alive && !(j->bits & MARK_FULL));
     if (drop) {
-        if (!(bits & MARK_GONE) && !l.expired)
-            return 0;   /* evicted or collected here: the copy expires by itself */
+        if (!(j->bits & MARK_GONE) && !l.expired)
+            return true;   /* evicted or collected here: the copy expires by itself */
         what = "delete";
         rc = memcached_delete(t->mc, key, key_len, 0);
         if (sent_ok(rc))
             count(&t->st.deletes, 1);
     } else if (!l.encoded) {
         failed(t, "encode", key, MEMCACHED_MEMORY_ALLOCATION_FAILURE);
-        return 0;
+        return true;
     } else {
         /* the whole state, tombstones included: a copy another node left
          * (it was down when the session was destroyed) must not bring the
          * session back at a bootstrap */
         what = "set";
-        rc = memcached_set(t->mc, key, key_len, sb->data, sb->size, l.exptime, 0);
+        rc = memcached_set(t->mc, key, key_len, copy, copy_len, l.exptime, 0);
         if (sent_ok(rc))
-            count(bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
+            count(j->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
     }
     if (sent_ok(rc))
-        return 0;
+        return true;
     failed(t, what, key, rc);
-    return bits;
+    return false;
 }
 
 /* Writes the copies of every session in `round` (the queue as the thread
  * took it), the commands pipelined without replies: a reply per command
  * costs a round trip and its system calls, more than the session's own
- * write here. Sessions whose command failed wait in `again`. False if any
- * failed; past the stop deadline, the rest is left out. */
-static bool write_round(sn_tier_t *t, zhashx_t *round)
+ * write here. Sessions whose command failed wait in `again`; the other
+ * jobs are freed. False if any failed; past the stop deadline, the rest is
+ * left out. */
+static bool write_round(sn_tier_t *t, jobset_t *round)
 {
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
-    size_t n = 0, left = zhashx_size(round);
-    for (void *v = zhashx_first(round); v; v = zhashx_next(round), left--) {
-        if (++n % BATCH == 0) {
+    size_t n = 0, left = round->n;
+    bool late = false;
+    for (size_t i = 0; i < round->cap; i++) {
+        job_t *j = round->slot[i];
+        if (!j)
+            continue;
+        round->slot[i] = NULL;
+        if (!late && ++n % BATCH == 0) {
             memcached_flush_buffers(t->mc);
             pthread_mutex_lock(&t->lock);
-            bool late = t->stop && mono_ms() >= t->stop_by_ms;
+            late = t->stop && mono_ms() >= t->stop_by_ms;
             pthread_mutex_unlock(&t->lock);
-            if (late) {
+            if (late)
                 t->left_out += left;
-                break;
-            }
         }
-        const char *id = zhashx_cursor(round);
-        uintptr_t bits = send_one(t, id, (uintptr_t) v, &sb);
-        if (bits)
-            zhashx_insert(t->again, id, (void *) bits);
+        left--;
+        if (!late && !send_one(t, j, &sb) && jobset_reserve(&t->again)) {
+            *jobset_find(&t->again, j) = j;
+            t->again.n++;
+        } else {
+            job_free(t, j);
+        }
     }
     memcached_flush_buffers(t->mc);
     msgpack_sbuffer_destroy(&sb);
-    return zhashx_size(t->again) == 0;
+    return t->again.n == 0;
 }
 
 /* ------------------------------------------------------------ bootstrap */
@@ -507,29 +734,29 @@ static void *tier_thread(void *arg)
             pthread_cond_broadcast(&t->done_cond);
             continue;
         }
-        if (t->stop && (zhashx_size(t->dirty) == 0 || mono_ms() >= t->stop_by_ms))
+        if (t->stop && (t->dirty.n == 0 || mono_ms() >= t->stop_by_ms))
             break;
         if (!t->stop) {
             timed_wait(t, t->opt.flush_ms);
             if (t->stop || t->boot_wanted != t->boot_done)
                 continue;
         }
-        if (zhashx_size(t->dirty) == 0)
+        if (t->dirty.n == 0)
             continue;
-        zhashx_t *round = t->dirty;
+        jobset_t round = t->dirty;
         t->dirty = t->spare;
-        t->spare = NULL;
-        t->inflight = zhashx_size(round);
+        t->spare = (jobset_t){0};
+        t->inflight = round.n;
         pthread_mutex_unlock(&t->lock);
-        bool ok = write_round(t, round);
+        bool ok = write_round(t, &round);
         settle(t);
-        zhashx_purge(round);
+        jobset_clear(t, &round);   /* emptied by the round: shrinks it if need be */
         pthread_mutex_lock(&t->lock);
         t->spare = round;
         if (!ok)   /* a server is away: not a spin on it, stopping or not */
             timed_wait(t, FAIL_PAUSE_MS);
     }
-    size_t left = zhashx_size(t->dirty) + t->left_out;
+    size_t left = t->dirty.n + t->left_out;
     pthread_mutex_unlock(&t->lock);
     if (left)
         tlog(t, SN_LOG_WARN, "tier: stopping with %zu sessions not backed up", left);
@@ -634,13 +861,12 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
         t->opt.queue_max = QUEUE_MAX_DEFAULT;
     if (!t->opt.flush_ms)
         t->opt.flush_ms = FLUSH_MS_DEFAULT;
+    if (!t->opt.queue_bytes)
+        t->opt.queue_bytes = QUEUE_BYTES_DEFAULT;
     t->store = store;
     t->servers = strdup(o->servers);
     t->opt.servers = t->servers;
-    t->dirty = zhashx_new();
-    t->spare = zhashx_new();
-    t->again = zhashx_new();
-    if (!t->servers || !t->dirty || !t->spare || !t->again)
+    if (!t->servers)
         goto fail;
     t->mc = mc_new(t->servers, 1000);
     if (!t->mc) {
@@ -683,9 +909,6 @@ fail:
         memcached_free(t->read_mc);
     if (t->mc)
         memcached_free(t->mc);
-    zhashx_destroy(&t->dirty);
-    zhashx_destroy(&t->spare);
-    zhashx_destroy(&t->again);
     free(t->servers);
     free(t);
     return NULL;
@@ -707,9 +930,10 @@ void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms)
     if (t->read_mc)
         memcached_free(t->read_mc);
     memcached_free(t->mc);
-    zhashx_destroy(&t->dirty);
-    zhashx_destroy(&t->spare);
-    zhashx_destroy(&t->again);
+    jobset_clear(t, &t->dirty);   /* what the stop deadline cut off */
+    free(t->dirty.slot);
+    free(t->spare.slot);
+    free(t->again.slot);
     pthread_mutex_destroy(&t->lock);
     pthread_cond_destroy(&t->cond);
     pthread_cond_destroy(&t->done_cond);
@@ -749,8 +973,9 @@ bool sn_tier_bootstrap_wanted(sn_tier_t *t)
 void sn_tier_stats(sn_tier_t *t, sn_node_stats_t *s)
 {
     pthread_mutex_lock(&t->lock);
-    s->tier_queue = zhashx_size(t->dirty) + t->inflight;
+    s->tier_queue = t->dirty.n + t->inflight;
     pthread_mutex_unlock(&t->lock);
+    s->tier_queue_bytes = atomic_load_explicit(&t->queued_bytes, memory_order_relaxed);
 #define LOAD(f) s->tier_##f = atomic_load_explicit(&t->st.f, memory_order_relaxed)
     LOAD(writes);
     LOAD(touches);

@@ -3,9 +3,10 @@
  * a set of memcached servers, and the bootstrap that loads them back.
  *
  * Module-private header. One thread of its own talks to memcached through
- * libmemcached (consistent hashing over the servers); writers only mark a
- * session dirty, in a bounded set that coalesces repeated writes of one
- * session, so the write path never waits for memcached. Each node keeps its
+ * libmemcached (consistent hashing over the servers); a writer only queues
+ * the session, with a copy of its new state encoded while it is in cache,
+ * in a bounded table that coalesces repeated writes of one session, so the
+ * write path never waits for memcached. Each node keeps its
  * own copy of the sessions it writes, under a key of its own ("sn:" NODE
  * ":" ID): the thread writes the whole state with plain pipelined sets, no
  * read and no compare-and-swap, and no node's copy can overwrite a write
@@ -31,6 +32,8 @@ typedef struct {
     const char *servers;        /* "HOST:PORT[,HOST:PORT...]" */
     uint64_t node_id;           /* names this node's copies */
     size_t queue_max;           /* sessions waiting to be written; 0: 100000 */
+    size_t queue_bytes;         /* the copies they hold, at most; past it a session
+                                   waits without one; 0: 64 MiB */
     uint32_t flush_ms;          /* a batch at least this often; 0: 20 */
     bool read_through;          /* sn_tier_fetch is used: keep connections for it */
     sn_log_fn log;
@@ -45,9 +48,18 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *options, sn_store_t *store);
 /* Writes what is queued, for at most timeout_ms, then stops the thread. */
 void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms);
 
-/* A local write of the store (its delta sink, in the writer's thread):
- * marks the session for writing, or, for a touch, for an expiry update.
- * Never blocks on memcached; a full queue drops the mark (counted). */
+/* A local write or destroy of the store (its state sink, in the writer's
+ * thread, the shard locked): queues the session with a copy of `st`, its
+ * whole new state, encoded now while it is in cache; past queue_bytes,
+ * without one (the thread then exports it). Never blocks on memcached; a
+ * full queue drops it (counted). */
+void sn_tier_capture(sn_tier_t *self, const uint8_t *id, uint32_t id_len,
+                     const sn_state_t *st);
+
+/* A touch (the store's delta sink): queues the session for an expiry
+ * update, exported by the thread (a copy queued before is dropped). Other
+ * deltas are marked for writing the same way, for a store without the
+ * state sink. */
 void sn_tier_mark(sn_tier_t *self, const sn_delta_t *delta);
 
 /* A peer's change left the session not alive here (a destroy): this

@@ -190,6 +190,10 @@ typedef struct {
     const char *tier;
     size_t tier_queue;          /* sessions waiting for the tier, at most; past it a
                                    change is not backed up (tier_dropped); 0 = 100000 */
+    size_t tier_queue_bytes;    /* memory the waiting sessions' copies take, at most
+                                   (each is encoded when written, while in cache);
+                                   past it a session waits without one and is read
+                                   from the store when its turn comes; 0 = 64 MiB */
     uint32_t tier_flush_ms;     /* at stop, time left to write what is queued;
                                    0 = 5000 */
     /* Read-through: a read of a session this node does not hold (evicted
@@ -319,6 +323,7 @@ typedef struct {
     /* the memcached tier (sn_config_t.tier); all 0 without one */
     uint64_t tier_queue;        /* sessions waiting to be written to the tier, or
                                    being written */
+    uint64_t tier_queue_bytes;  /* memory the queued copies take */
     uint64_t tier_writes;       /* sessions written */
     uint64_t tier_touches;      /* sessions written again after accesses only */
     uint64_t tier_deletes;      /* copies deleted: destroyed elsewhere, or expired */

@@ -64,7 +64,7 @@ bad() {
 run_sync 0 --help
 [[ ! -s $SN_TMP/err ]] || sn_fail "--help wrote to stderr"
 for flag in --config --name --listen --cluster --join --join-timeout --suspect-after \
-    --dead-after --cert --allow --insecure-bus --tier --tier-queue --tier-read-through \
+    --dead-after --cert --allow --insecure-bus --tier --tier-queue --tier-queue-mb --tier-read-through \
     --max-memory \
     --item-size-max --write-concern --write-timeout --threads --max-connections \
     --verbose --help --version; do
@@ -132,6 +132,8 @@ bad "--cluster 192.0.2.1:7400 is not a loopback address" --cluster 192.0.2.1:740
 bad "--insecure-bus takes no value" --insecure-bus=1
 bad "--tier-read-through needs --tier" --tier-read-through
 bad "--tier '127.0.0.1'" --tier 127.0.0.1
+bad "--tier-queue-mb '0'" --tier-queue-mb 0
+bad "--tier-queue-mb '1048577'" --tier-queue-mb 1048577
 sn_log "bad flags and values: exit 2 with a clear line ($checks checks)"
 
 conf=$SN_TMP/bad.conf
@@ -152,6 +154,8 @@ printf 'insecure-bus = maybe\n' >"$conf"
 bad "$conf:1: insecure-bus 'maybe': expected yes or no" --config "$conf"
 printf 'tier-read-through = often\n' >"$conf"
 bad "$conf:1: tier-read-through 'often': expected yes or no" --config "$conf"
+printf 'tier-queue-mb = lots\n' >"$conf"
+bad "$conf:1: tier-queue-mb 'lots': expected a whole number from 1 to 1048576" --config "$conf"
 sn_log "bad config files: exit 2 naming file:line"
 
 # a certificate file that is not one: the node cannot start (exit 1) and says why

@@ -22,7 +22,11 @@ count failures and dropped backups. The server restarts on its port:
 backups resume (tier_writes grows, the queue drains to 0). Phase 4: D
 takes 2,000 writes and is stopped at once (SIGTERM): a new daemon E alone
 with the tier holds all of them (the queue is written before exit).
-Phase 5: F (--max-memory 4 --tier-read-through) and G (the same without
+Phase 5: H (--tier-queue-mb 1) takes 600 writes of 4 KiB while one server
+is away: the queued copies stay within 1 MiB while more sessions wait, the
+queue drains once the server is back, and a new daemon I alone with the
+tier holds every one with its data (those past the bound were read from
+the store when written). Phase 6: F (--max-memory 4 --tier-read-through) and G (the same without
 read-through) each take 4,000 sessions of 2 KiB, and evict most: F
 serves every one (from the tier, counted in tier_read_hits), G misses
 those it evicted, and a key never written is a miss on F after one
@@ -276,7 +280,34 @@ def body(args, tmp, daemons, checks, mcs):
     status = e.signal_and_wait(signal.SIGTERM, 30)
     checks.record("E stops with status 0", status == 0, "status %s" % status)
 
-    tc.log("phase 5: read-through brings back sessions evicted by --max-memory")
+    tc.log("phase 5: past --tier-queue-mb, sessions wait without their copies")
+    # H holds the copies of its queued sessions in 1 MiB; with one server
+    # away, half of 600 writes of 4 KiB wait (some 1.2 MB of copies), so
+    # those past the bound wait without one and are read from the store
+    # when written: the tier still gets every one, with its data
+    mcs[1].kill()
+    h = start("H", extra=["--tier-queue-mb", "1"])
+    big = {"big-%03d" % i: (b"%03d" % i * 1365, 0) for i in range(600)}
+    checks.record("600 sets of 4 KiB on H with a tier server away",
+                  *tc.store_all(h, big, expire=HOUR))
+    time.sleep(0.5)
+    st = stats(h)
+    checks.record("the copies stay within --tier-queue-mb while more wait",
+                  0 < st["tier_queue_bytes"] <= 1 << 20 and
+                  st["tier_queue"] * 4095 > 1 << 20, str(st))
+    mcs[1] = Memcached(mcs[1].port)
+    ok, st = poll_stat(h, "tier_queue", lambda q: q == 0, 60)
+    checks.record("H's queue drains once the server is back, nothing dropped",
+                  ok and st["tier_dropped"] == 0 and st["tier_queue_bytes"] == 0, str(st))
+    status = h.signal_and_wait(signal.SIGTERM, 30)
+    checks.record("H stops with status 0", status == 0, "status %s" % status)
+    i = start("I")
+    checks.record("I, alone with the tier, holds every write H took",
+                  *tc.compare(i, big, []))
+    status = i.signal_and_wait(signal.SIGTERM, 30)
+    checks.record("I stops with status 0", status == 0, "status %s" % status)
+
+    tc.log("phase 6: read-through brings back sessions evicted by --max-memory")
     # F reads through, G (the control) does not; each holds 4 MiB, so most
     # of the 4,000 sessions of 2 KiB written to it are evicted, long after
     # their backup was written (the queue is written every 20 ms)

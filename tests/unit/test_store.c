@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "sn_store.h"
+#include "sn_test_state.h"
 
 /* A round number of seconds, so touch-interval boundaries fall on T0 + k s. */
 #define T0 1700000000000ull
@@ -1317,6 +1318,78 @@ static void test_node_ids_lists_the_writers_seen_latest_first(void **state)
     node_close(&c);
 }
 
+/* The state sink's last state, deep-copied (it lives only during the call). */
+typedef struct {
+    sn_state_t last;
+    size_t calls;
+} state_log_t;
+
+static void capture_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+{
+    (void) id;
+    (void) id_len;
+    state_log_t *log = arg;
+    state_release(&log->last);
+    state_copy(&log->last, st);
+    log->last.gc = (sn_vv_t){0, NULL};   /* not deep-copied; not compared */
+    log->calls++;
+}
+
+/* The exported state of `id`, compared with the sink's last. */
+static void assert_sink_has_export(sn_store_t *s, const char *id, const state_log_t *log)
+{
+    sn_state_t st;
+    export_s(s, id, &st);
+    assert_state_equal(&log->last, &st);
+    state_release(&st);
+}
+
+static void test_state_sink_gets_the_whole_state_of_every_local_write(void **state)
+{
+    (void) state;
+    node_t a, b;
+    state_log_t log = {0};
+    node_prepare(&a);
+    sn_store_options_t o = node_options(&a, 1);
+    o.state_sink = capture_state;
+    o.state_sink_arg = &log;
+    node_start(&a, &o);
+    node_open(&b, 2);
+
+    assert_int_equal(sn_store_put(a.store, "s", 1, "x", 1, "one", 3, 7, true, 60), 0);
+    assert_int_equal(log.calls, 1);
+    assert_sink_has_export(a.store, "s", &log);
+    advance(&a, 10);
+    assert_int_equal(put_s(a.store, "s", "y", "two"), 0);
+    assert_int_equal(log.calls, 2);
+    assert_int_equal(log.last.nattrs, 2);   /* the whole session, not the delta */
+    assert_sink_has_export(a.store, "s", &log);
+    /* what a backup needs: merged elsewhere, it is the session */
+    assert_int_equal(sn_store_merge(b.store, "s", 1, &log.last), SN_APPLY_APPLIED);
+    assert_sink_has_export(b.store, "s", &log);
+
+    /* a read past the touch interval emits a touch delta, not a state */
+    size_t touches = count_kind(&a.log, 0, SN_DELTA_TOUCH);
+    advance(&a, 1500);
+    assert_int_equal(get_s(a.store, "s", "x"), 0);
+    assert_int_equal(count_kind(&a.log, 0, SN_DELTA_TOUCH), touches + 1);
+    assert_int_equal(log.calls, 2);
+
+    /* a failed write is not one */
+    assert_int_equal(sn_store_create(a.store, "s", 1, 60), SN_EEXISTS);
+    assert_int_equal(log.calls, 2);
+
+    assert_int_equal(sn_store_destroy_session(a.store, "s", 1), 0);
+    assert_int_equal(log.calls, 3);
+    assert_false(log.last.has_meta);        /* the tombstone */
+    assert_int_equal(log.last.nattrs, 0);
+    assert_sink_has_export(a.store, "s", &log);
+
+    state_release(&log.last);
+    node_close(&a);
+    node_close(&b);
+}
+
 static void test_merge_is_idempotent_and_commutative(void **state)
 {
     (void) state;
@@ -2502,6 +2575,7 @@ int main(void)
         cmocka_unit_test(test_destroy_wins_over_a_concurrent_put),
         cmocka_unit_test(test_put_after_seeing_a_destroy_recreates_the_session_everywhere),
         cmocka_unit_test(test_node_ids_lists_the_writers_seen_latest_first),
+        cmocka_unit_test(test_state_sink_gets_the_whole_state_of_every_local_write),
         cmocka_unit_test(test_merge_is_idempotent_and_commutative),
         cmocka_unit_test(test_merge_many_gives_what_one_merge_at_a_time_gives),
         cmocka_unit_test(test_merge_of_a_tombstone_destroys_a_concurrent_session),
