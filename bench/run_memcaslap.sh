@@ -33,6 +33,8 @@
 #   bash bench/run_memcaslap.sh                      build, then 3 rounds x 10 s
 #   bash bench/run_memcaslap.sh --daemon PATH        use a built sessnode
 #   bash bench/run_memcaslap.sh --rounds 5 --time 20
+#   bash bench/run_memcaslap.sh --threads            also each sessnode thread's
+#                                                    CPU time per operation
 #   bash bench/run_memcaslap.sh --perf DIR           also perf-record each
 #                                                    sessnode setup under load
 #   bash bench/run_memcaslap.sh --tier --rounds 5
@@ -54,6 +56,7 @@ perf_dir=""
 tier=0
 sets=""
 pin=0
+threads=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -69,6 +72,7 @@ while (($#)); do
     --perf) perf_dir=$2; shift 2 ;;
     --tier) tier=1; shift ;;
     --pin) pin=1; shift ;;
+    --threads) threads=1; shift ;;
     --sets) sets=$2; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
@@ -233,6 +237,17 @@ if ((tier)); then
     echo "  total_malloced $malloced of $limit bytes; $(mc_cmd "$tport" flush_all)"
 fi
 
+# thread_ticks PID: "NAME TICKS" per thread (the name may repeat: summed)
+thread_ticks() {
+    local t f c
+    for t in /proc/"$1"/task/*; do
+        read -r c <"$t/comm" || continue
+        read -ra f <"$t/stat" || continue
+        # the fields after the name, which may hold spaces: count from the end
+        echo "${c// /_} $((f[${#f[@]} - 52 + 13] + f[${#f[@]} - 52 + 14]))"
+    done | awk '{t[$1] += $2} END {for (n in t) print n, t[n]}' | sort
+}
+
 cpu_ticks() {
     local sum=0 pid f
     for pid in "$@"; do
@@ -255,6 +270,7 @@ for ((r = 1; r <= rounds; r++)); do
     for sys in "${order[@]}"; do
         # shellcheck disable=SC2086
         before=$(cpu_ticks ${procs[$sys]})
+        [[ $threads == 1 && $sys != memcached ]] && thread_ticks "${procs[$sys]%% *}" >"$tmp/th.before"
         out=$tmp/$sys.$r.out
         timeout -k 5 $((secs + 60)) "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
             -T 2 -c 64 -t "${secs}s" >"$out" 2>&1 || {
@@ -264,6 +280,7 @@ for ((r = 1; r <= rounds; r++)); do
         }
         # shellcheck disable=SC2086
         after=$(cpu_ticks ${procs[$sys]})
+        [[ $threads == 1 && $sys != memcached ]] && thread_ticks "${procs[$sys]%% *}" >"$tmp/th.after"
         tps=$(sed -n 's/.*TPS: \([0-9]*\).*/\1/p' "$out" | tail -n 1)
         gets=$(sed -n 's/^cmd_get: //p' "$out" | tail -n 1)
         sets=$(sed -n 's/^cmd_set: //p' "$out" | tail -n 1)
@@ -274,6 +291,12 @@ for ((r = 1; r <= rounds; r++)); do
         printf '%-6s %-10s %10s %10s %9s %7s%%' "$r" "$sys" "$tps" "$gets" "$sets" "$cpu"
         [[ ${misses:-0} != 0 ]] && printf '  (%s get misses)' "$misses"
         printf '\n'
+        if [[ $threads == 1 && $sys != memcached ]]; then
+            # each thread's CPU time per operation of the round, in us
+            join "$tmp/th.before" "$tmp/th.after" | awk -v hz="$hz" -v ops=$((tps * secs)) '
+                { d = $3 - $2; if (d > 0) line = line sprintf(" %s %.2f", $1, d * 1e6 / hz / ops); sum += d }
+                END { printf "         us/op by thread:%s (all %.2f)\n", line, sum * 1e6 / hz / ops }'
+        fi
     done
 done
 

@@ -39,24 +39,22 @@ struct sn_node {
     bool tier_checked;          /* ready: the bootstrap question was settled */
 };
 
-/* The store's sink: every local write goes to the peers; a touch is
- * marked for the tier (writes reach it through node_state_sink). */
+/* The store's sink: every local write and touch goes to the peers. */
 static void node_sink(const sn_delta_t *delta, void *arg)
 {
     sn_node_t *node = arg;
     sn_transport_sink(delta, node->transport);
-    if (node->tier && delta->kind == SN_DELTA_TOUCH)
-        sn_tier_mark(node->tier, delta);
 }
 
-/* With a tier, the store's state sink: the session's new state, copied
- * for the tier while the writer has it in cache. */
+/* With a tier, the store's state sink: every local write, destroy and
+ * touch, with the session's new state copied for the tier while the
+ * writer (or reader) has it in cache. */
 static void node_state_sink(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
-                            void *arg)
+                            sn_delta_kind_t kind, void *arg)
 {
     sn_node_t *node = arg;
     if (node->tier)
-        sn_tier_capture(node->tier, id, id_len, st);
+        sn_tier_capture(node->tier, id, id_len, st, kind == SN_DELTA_TOUCH);
 }
 
 /* A peer's change applied here (replication thread): a session it left

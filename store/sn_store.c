@@ -1454,6 +1454,7 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
          * entry, which the commit frees */
         st.gc = gc_copy(self);
         self->opt.state_sink((const uint8_t *) id, (uint32_t) id_len, &st,
+                             writing ? SN_DELTA_WRITE : SN_DELTA_DESTROY,
                              self->opt.state_sink_arg);
         free(st.gc.dots);
         st.gc = (sn_vv_t){0, NULL};
@@ -1553,6 +1554,19 @@ static void access_entry(sn_store_t *self, shard_t *sh, sn_entry_t *e, uint64_t 
         d.st.last_access_ms = now;
         sh->stats.touches_sent++;
         emit(self, &d);
+        if (self->opt.state_sink) {
+            sn_state_t st;
+            bool built = body_decode(self, e, &st, 0) == 0;
+            if (built)
+                st.gc = gc_copy(self);
+            self->opt.state_sink(e->data, e->id_len, built ? &st : NULL, SN_DELTA_TOUCH,
+                                 self->opt.state_sink_arg);
+            if (built) {
+                free(st.gc.dots);
+                st.gc = (sn_vv_t){0, NULL};
+                state_free(&st);
+            }
+        }
     }
 }
 

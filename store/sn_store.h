@@ -124,6 +124,15 @@ typedef void (*sn_delta_sink_fn)(const sn_delta_t *delta, void *arg);
  * holds the session's shard locked: the callback must not call the store. */
 typedef void (*sn_state_fn)(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg);
 
+/* The state sink: after every local write or destroy, and every access
+ * that emits a touch delta (kind says which), the session's whole new
+ * state, as sn_store_export gives it, taken while it is still in cache
+ * (the memcached tier's copies). Called under the shard lock, like the
+ * delta sink, after it for a touch; st is NULL if the store had no
+ * memory to build it (the change happened all the same). */
+typedef void (*sn_state_sink_fn)(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                                 sn_delta_kind_t kind, void *arg);
+
 typedef struct {
     uint64_t node_id;            /* this node's id, != 0 */
     size_t memory_limit;         /* bytes for sessions; 0 = unbounded */
@@ -134,10 +143,7 @@ typedef struct {
     void *clock_arg;
     sn_delta_sink_fn sink;       /* may be NULL */
     void *sink_arg;
-    sn_state_fn state_sink;      /* may be NULL: after every local write or destroy
-                                    (touches excluded), the session's whole new state,
-                                    as sn_store_export gives it, taken while it is
-                                    still in cache (the memcached tier's copies) */
+    sn_state_sink_fn state_sink; /* may be NULL */
     void *state_sink_arg;
     uint64_t hash_seed;          /* 0 = random */
     struct sn_slab *slab;        /* blocks from this slab (sn_slab.h), which must outlive

@@ -41,9 +41,9 @@
 
 enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4 };
 
-/* A queued session: its marks and, after a local write, the copy to
- * write, encoded by the writer while the session was in its cache. Without
- * a copy (a touch, a peer's destroy, the copies' byte bound reached) the
+/* A queued session: its marks and, after a local write or touch, the copy
+ * to write, encoded by the writer while the session was in its cache.
+ * Without a copy (a peer's destroy, the copies' byte bound reached) the
  * round exports the session from the store: a lookup and a read of memory
  * written 20 ms before, some 2 us a session, when the writer's encoding
  * costs it a fraction of that. One allocation holds it all. */
@@ -220,7 +220,7 @@ static void job_free(sn_tier_t *t, job_t *j)
 /* A job holding the encoding of `st`, or NULL (over the byte bound, no
  * memory, an encoding refused): the caller queues the session without it. */
 static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
-                            const sn_state_t *st)
+                            const sn_state_t *st, uintptr_t bits)
 {
     /* room for the usual encoding (msgpack adds a few bytes a field), so
      * that it rarely grows while it is written */
@@ -247,7 +247,7 @@ static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
         return NULL;
     }
     job_t *j = (job_t *) (void *) sb.data;
-    j->bits = MARK_FULL;
+    j->bits = bits;
     j->bytes = sb.alloc;
     j->last_access_ms = st->last_access_ms;
     j->max_inactive = st->has_meta ? st->max_inactive : 0;
@@ -353,23 +353,20 @@ static void mark(sn_tier_t *t, const void *id, size_t id_len, uintptr_t bit)
         count(&t->st.dropped, 1);
 }
 
-void sn_tier_mark(sn_tier_t *t, const sn_delta_t *d)
-{
-    mark(t, d->id, d->id_len, d->kind == SN_DELTA_TOUCH ? MARK_TOUCH : MARK_FULL);
-}
-
 void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
 {
     mark(t, id, id_len, MARK_GONE);
 }
 
-void sn_tier_capture(sn_tier_t *t, const uint8_t *id, uint32_t id_len, const sn_state_t *st)
+void sn_tier_capture(sn_tier_t *t, const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                     bool touch)
 {
     if (id_len > SN_ID_MAX)
         return;
-    job_t *j = job_with_copy(t, id, id_len, st);
+    uintptr_t bits = touch ? MARK_TOUCH : MARK_FULL;
+    job_t *j = st ? job_with_copy(t, id, id_len, st, bits) : NULL;
     if (!j)
-        j = job_new(id, id_len, MARK_FULL);
+        j = job_new(id, id_len, bits);
     if (j)
         enqueue(t, j);
     else

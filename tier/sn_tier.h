@@ -48,19 +48,14 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *options, sn_store_t *store);
 /* Writes what is queued, for at most timeout_ms, then stops the thread. */
 void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms);
 
-/* A local write or destroy of the store (its state sink, in the writer's
- * thread, the shard locked): queues the session with a copy of `st`, its
- * whole new state, encoded now while it is in cache; past queue_bytes,
- * without one (the thread then exports it). Never blocks on memcached; a
- * full queue drops it (counted). */
+/* A local write, destroy or (`touch`) an access that moved the session's
+ * expiry: the store's state sink, in the writer's thread, the shard
+ * locked. Queues the session with a copy of `st`, its whole new state,
+ * encoded now while it is in cache; past queue_bytes, or with st NULL,
+ * without one (the thread then exports it from the store). Never blocks
+ * on memcached; a full queue drops it (counted). */
 void sn_tier_capture(sn_tier_t *self, const uint8_t *id, uint32_t id_len,
-                     const sn_state_t *st);
-
-/* A touch (the store's delta sink): queues the session for an expiry
- * update, exported by the thread (a copy queued before is dropped). Other
- * deltas are marked for writing the same way, for a store without the
- * state sink. */
-void sn_tier_mark(sn_tier_t *self, const sn_delta_t *delta);
+                     const sn_state_t *st, bool touch);
 
 /* A peer's change left the session not alive here (a destroy): this
  * node's copy is deleted. */

@@ -1321,17 +1321,20 @@ static void test_node_ids_lists_the_writers_seen_latest_first(void **state)
 /* The state sink's last state, deep-copied (it lives only during the call). */
 typedef struct {
     sn_state_t last;
+    sn_delta_kind_t kind;
     size_t calls;
 } state_log_t;
 
-static void capture_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
+static void capture_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                          sn_delta_kind_t kind, void *arg)
 {
-    (void) id;
-    (void) id_len;
+    assert_true(id_len == 1 && id[0] == 's');
+    assert_non_null(st);
     state_log_t *log = arg;
     state_release(&log->last);
     state_copy(&log->last, st);
-    log->last.gc = (sn_vv_t){0, NULL};   /* not deep-copied; not compared */
+    log->last.gc = (sn_vv_t){0, NULL};   /* not deep-copied; compared empty */
+    log->kind = kind;
     log->calls++;
 }
 
@@ -1344,7 +1347,7 @@ static void assert_sink_has_export(sn_store_t *s, const char *id, const state_lo
     state_release(&st);
 }
 
-static void test_state_sink_gets_the_whole_state_of_every_local_write(void **state)
+static void test_state_sink_gets_the_whole_state_of_every_local_change(void **state)
 {
     (void) state;
     node_t a, b;
@@ -1358,6 +1361,7 @@ static void test_state_sink_gets_the_whole_state_of_every_local_write(void **sta
 
     assert_int_equal(sn_store_put(a.store, "s", 1, "x", 1, "one", 3, 7, true, 60), 0);
     assert_int_equal(log.calls, 1);
+    assert_int_equal(log.kind, SN_DELTA_WRITE);
     assert_sink_has_export(a.store, "s", &log);
     advance(&a, 10);
     assert_int_equal(put_s(a.store, "s", "y", "two"), 0);
@@ -1368,19 +1372,26 @@ static void test_state_sink_gets_the_whole_state_of_every_local_write(void **sta
     assert_int_equal(sn_store_merge(b.store, "s", 1, &log.last), SN_APPLY_APPLIED);
     assert_sink_has_export(b.store, "s", &log);
 
-    /* a read past the touch interval emits a touch delta, not a state */
+    /* a read within the touch interval changes nothing to back up; one past
+     * it emits a touch delta, and the state with its new last access */
+    assert_int_equal(get_s(a.store, "s", "x"), 0);
+    assert_int_equal(log.calls, 2);
     size_t touches = count_kind(&a.log, 0, SN_DELTA_TOUCH);
     advance(&a, 1500);
     assert_int_equal(get_s(a.store, "s", "x"), 0);
     assert_int_equal(count_kind(&a.log, 0, SN_DELTA_TOUCH), touches + 1);
-    assert_int_equal(log.calls, 2);
+    assert_int_equal(log.calls, 3);
+    assert_int_equal(log.kind, SN_DELTA_TOUCH);
+    assert_true(log.last.last_access_ms == a.clock.now_ms);
+    assert_sink_has_export(a.store, "s", &log);
 
     /* a failed write is not one */
     assert_int_equal(sn_store_create(a.store, "s", 1, 60), SN_EEXISTS);
-    assert_int_equal(log.calls, 2);
+    assert_int_equal(log.calls, 3);
 
     assert_int_equal(sn_store_destroy_session(a.store, "s", 1), 0);
-    assert_int_equal(log.calls, 3);
+    assert_int_equal(log.calls, 4);
+    assert_int_equal(log.kind, SN_DELTA_DESTROY);
     assert_false(log.last.has_meta);        /* the tombstone */
     assert_int_equal(log.last.nattrs, 0);
     assert_sink_has_export(a.store, "s", &log);
@@ -2575,7 +2586,7 @@ int main(void)
         cmocka_unit_test(test_destroy_wins_over_a_concurrent_put),
         cmocka_unit_test(test_put_after_seeing_a_destroy_recreates_the_session_everywhere),
         cmocka_unit_test(test_node_ids_lists_the_writers_seen_latest_first),
-        cmocka_unit_test(test_state_sink_gets_the_whole_state_of_every_local_write),
+        cmocka_unit_test(test_state_sink_gets_the_whole_state_of_every_local_change),
         cmocka_unit_test(test_merge_is_idempotent_and_commutative),
         cmocka_unit_test(test_merge_many_gives_what_one_merge_at_a_time_gives),
         cmocka_unit_test(test_merge_of_a_tombstone_destroys_a_concurrent_session),
