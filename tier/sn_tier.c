@@ -141,6 +141,21 @@ static void count(_Atomic uint64_t *c, uint64_t n)
     atomic_fetch_add_explicit(c, n, memory_order_relaxed);
 }
 
+/* A warning repeated under load goes out once a second at most: true
+ * when one is due, with *since the lines left out before it. */
+static bool log_due(uint64_t *last_ms, uint64_t *unlogged, unsigned long long *since)
+{
+    uint64_t now = mono_ms();
+    if (now - *last_ms < 1000) {
+        (*unlogged)++;
+        return false;
+    }
+    *since = *unlogged;
+    *last_ms = now;
+    *unlogged = 0;
+    return true;
+}
+
 static uint64_t fnv1a(const void *p, size_t n)
 {
     const uint8_t *b = p;
@@ -179,14 +194,12 @@ static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *
 
 /* ------------------------------------------------------------ the queue */
 
-
 #define JOB_HEAD(id_len) (offsetof(job_t, id) + (size_t) (id_len) + 1)
 
 static const uint8_t *job_copy(const job_t *j)
 {
     return (const uint8_t *) j->id + j->id_len + 1;
 }
-
 
 /* Fills in what every job has; `j` holds JOB_HEAD(id_len) bytes at least. */
 static job_t *job_init(job_t *j, const void *id, size_t id_len)
@@ -256,9 +269,10 @@ static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
     return job_init(j, id, id_len);
 }
 
-
 #define JOBSET_MIN 1024
 
+/* The slot of j's session: its job, or the empty slot where it goes. The
+ * table must have slots. */
 static job_t **jobset_find(jobset_t *s, const job_t *j)
 {
     size_t mask = s->cap - 1;
@@ -268,6 +282,13 @@ static job_t **jobset_find(jobset_t *s, const job_t *j)
                    memcmp(o->id, j->id, j->id_len) == 0))
             return &s->slot[i];
     }
+}
+
+/* The job queued for j's session, or NULL. */
+static job_t **jobset_queued(jobset_t *s, const job_t *j)
+{
+    job_t **at = s->cap ? jobset_find(s, j) : NULL;
+    return at && *at ? at : NULL;
 }
 
 /* Room for one more session; false without the memory. */
@@ -284,6 +305,17 @@ static bool jobset_reserve(jobset_t *s)
             *jobset_find(&bigger, s->slot[i]) = s->slot[i];
     free(s->slot);
     *s = bigger;
+    return true;
+}
+
+/* Adds j, whose session the table does not hold, unless that would take it
+ * past `max` sessions or there is no memory for it. */
+static bool jobset_add(jobset_t *s, job_t *j, size_t max)
+{
+    if (s->n >= max || !jobset_reserve(s))
+        return false;
+    *jobset_find(s, j) = j;
+    s->n++;
     return true;
 }
 
@@ -311,51 +343,38 @@ static void enqueue(sn_tier_t *t, job_t *job)
     /* The caller holds a shard of the store: kept to one probe of the
      * table. The thread is not woken; it takes it whole every flush_ms. */
     pthread_mutex_lock(&t->lock);
-    job_t **at = t->dirty.cap ? jobset_find(&t->dirty, job) : NULL;
-    job_t *had = at ? *at : NULL;
-    if (had && !job->len && !had->len) {
-        had->bits |= job->bits;   /* nothing to replace */
+    job_t **at = jobset_queued(&t->dirty, job);
+    unsigned long long since;
+    if (at && !job->len && !(*at)->len) {
+        (*at)->bits |= job->bits;   /* nothing to replace */
         done = job;
-    } else if (had) {
-        job->bits |= had->bits;
+    } else if (at) {
+        job->bits |= (*at)->bits;
+        done = *at;
         *at = job;
-        done = had;
-    } else if (t->dirty.n + t->inflight < t->opt.queue_max && jobset_reserve(&t->dirty)) {
-        *jobset_find(&t->dirty, job) = job;
-        t->dirty.n++;
-    } else {
+    } else if (!jobset_add(&t->dirty, job,
+                           t->opt.queue_max > t->inflight ? t->opt.queue_max - t->inflight : 0)) {
         done = job;
         count(&t->st.dropped, 1);
-        uint64_t now = mono_ms();
-        if (now - t->drop_log_ms >= 1000) {
+        if (log_due(&t->drop_log_ms, &t->drops_unlogged, &since))
             tlog(t, SN_LOG_WARN,
                  "tier queue full (%zu sessions): a change of one session not backed up "
                  "(%llu more since the last such line); is a memcached server down?",
-                 t->dirty.n, (unsigned long long) t->drops_unlogged);
-            t->drop_log_ms = now;
-            t->drops_unlogged = 0;
-        } else {
-            t->drops_unlogged++;
-        }
+                 t->dirty.n, since);
     }
     pthread_mutex_unlock(&t->lock);
     job_free(t, done);
 }
 
-static void mark(sn_tier_t *t, const void *id, size_t id_len, uintptr_t bit)
+void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
 {
     if (id_len > SN_ID_MAX)
         return;
-    job_t *j = job_new(id, id_len, bit);
+    job_t *j = job_new(id, id_len, MARK_GONE);
     if (j)
         enqueue(t, j);
     else
         count(&t->st.dropped, 1);
-}
-
-void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
-{
-    mark(t, id, id_len, MARK_GONE);
 }
 
 void sn_tier_capture(sn_tier_t *t, const uint8_t *id, uint32_t id_len, const sn_state_t *st,
@@ -386,14 +405,11 @@ static void settle(sn_tier_t *t)
         if (!j)
             continue;
         t->again.slot[i] = NULL;
-        job_t **at = t->dirty.cap ? jobset_find(&t->dirty, j) : NULL;
-        if (at && *at) {
+        job_t **at = jobset_queued(&t->dirty, j);
+        if (at) {
             (*at)->bits |= j->bits;
             job_free(t, j);
-        } else if (t->dirty.n < t->opt.queue_max && jobset_reserve(&t->dirty)) {
-            *jobset_find(&t->dirty, j) = j;
-            t->dirty.n++;
-        } else {
+        } else if (!jobset_add(&t->dirty, j, t->opt.queue_max)) {
             count(&t->st.dropped, 1);
             job_free(t, j);
         }
@@ -452,15 +468,10 @@ static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l
 static void failed(sn_tier_t *t, const char *what, const char *key, memcached_return_t rc)
 {
     count(&t->st.failures, 1);
-    uint64_t now = mono_ms();
-    if (now - t->fail_log_ms >= 1000) {
+    unsigned long long since;
+    if (log_due(&t->fail_log_ms, &t->fails_unlogged, &since))
         tlog(t, SN_LOG_WARN, "tier: %s %s: %s (%llu more failures since the last such line)",
-             what, key, memcached_strerror(t->mc, rc), (unsigned long long) t->fails_unlogged);
-        t->fail_log_ms = now;
-        t->fails_unlogged = 0;
-    } else {
-        t->fails_unlogged++;
-    }
+             what, key, memcached_strerror(t->mc, rc), since);
 }
 
 static bool sent_ok(memcached_return_t rc)
@@ -546,12 +557,8 @@ static bool write_round(sn_tier_t *t, jobset_t *round)
                 t->left_out += left;
         }
         left--;
-        if (!late && !send_one(t, j, &sb) && jobset_reserve(&t->again)) {
-            *jobset_find(&t->again, j) = j;
-            t->again.n++;
-        } else {
+        if (late || send_one(t, j, &sb) || !jobset_add(&t->again, j, SIZE_MAX))
             job_free(t, j);
-        }
     }
     memcached_flush_buffers(t->mc);
     msgpack_sbuffer_destroy(&sb);

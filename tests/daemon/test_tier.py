@@ -153,6 +153,19 @@ def body(args, tmp, daemons, checks, mcs):
         d.wait_port()
         return d
 
+    def stop(n):
+        status = n.signal_and_wait(signal.SIGTERM, 30)
+        checks.record("%s stops with status 0" % n.name, status == 0, "status %s" % status)
+
+    def stop_then_restore(old, name, written, what):
+        """Stops `old`; a new daemon `name`, alone with the tier, holds
+        `written` (its bootstrap); then it stops too."""
+        stop(old)
+        n = start(name)
+        checks.record("%s, alone with the tier, holds every write %s" % (name, what),
+                      *tc.compare(n, written, []))
+        stop(n)
+
     tc.log("phase 1: three daemons with the tier take %d sessions" % args.sessions)
     a = start("A")
     b = start("B", [a])
@@ -210,8 +223,7 @@ def body(args, tmp, daemons, checks, mcs):
 
     tc.log("phase 2: stop every node; a new one with the tier alone")
     for n in nodes:
-        status = n.signal_and_wait(signal.SIGTERM, 30)
-        checks.record("%s stops with status 0" % n.name, status == 0, "status %s" % status)
+        stop(n)
     d = start("D", (), ["--tier-queue", "1000"])
     st = stats(d)
     checks.record("D loaded the sessions from the tier",
@@ -272,13 +284,7 @@ def body(args, tmp, daemons, checks, mcs):
     tc.log("phase 4: writes queued at SIGTERM are written before the daemon exits")
     final = {"final-%04d" % i: (b"last words %d" % i, 0) for i in range(2000)}
     checks.record("2000 sets on D", *tc.store_all(d, final, expire=HOUR))
-    status = d.signal_and_wait(signal.SIGTERM, 30)
-    checks.record("D stops with status 0", status == 0, "status %s" % status)
-    e = start("E")
-    checks.record("E, alone with the tier, holds every write D took before it stopped",
-                  *tc.compare(e, final, []))
-    status = e.signal_and_wait(signal.SIGTERM, 30)
-    checks.record("E stops with status 0", status == 0, "status %s" % status)
+    stop_then_restore(d, "E", final, "D took before it stopped")
 
     tc.log("phase 5: past --tier-queue-mb, sessions wait without their copies")
     # H holds the copies of its queued sessions in 1 MiB; with one server
@@ -299,13 +305,7 @@ def body(args, tmp, daemons, checks, mcs):
     ok, st = poll_stat(h, "tier_queue", lambda q: q == 0, 60)
     checks.record("H's queue drains once the server is back, nothing dropped",
                   ok and st["tier_dropped"] == 0 and st["tier_queue_bytes"] == 0, str(st))
-    status = h.signal_and_wait(signal.SIGTERM, 30)
-    checks.record("H stops with status 0", status == 0, "status %s" % status)
-    i = start("I")
-    checks.record("I, alone with the tier, holds every write H took",
-                  *tc.compare(i, big, []))
-    status = i.signal_and_wait(signal.SIGTERM, 30)
-    checks.record("I stops with status 0", status == 0, "status %s" % status)
+    stop_then_restore(h, "I", big, "H took")
 
     tc.log("phase 6: read-through brings back sessions evicted by --max-memory")
     # F reads through, G (the control) does not; each holds 4 MiB, so most
@@ -340,8 +340,7 @@ def body(args, tmp, daemons, checks, mcs):
                   st["tier_read_hits"] == after["tier_read_hits"],
                   "got %r; tier_reads %d -> %d" % (got, reads, st["tier_reads"]))
     for n in (f, g):
-        status = n.signal_and_wait(signal.SIGTERM, 30)
-        checks.record("%s stops with status 0" % n.name, status == 0, "status %s" % status)
+        stop(n)
 
 
 def add_args(ap):
