@@ -22,8 +22,9 @@
 # once), not paying for the first touch of every page during the rounds.
 #
 # In this mode the node alone and the tiered node swap turns every other
-# round (A B, B A, ...), so that a drift of the host over the run weighs on
-# both alike.
+# round (A B, B A, ...), over an even number of rounds, so that the order
+# within a round and a drift of the host over the run weigh on both alike;
+# the ratio is also given by pairs of rounds, one in each order.
 #
 # --pin (with --tier) puts each sessnode on CPU 0 and memcaslap and both
 # memcached servers on CPU 1: the node's own CPU bounds its throughput, as
@@ -224,9 +225,39 @@ mc_cmd() {
 }
 mc_stat() { mc_cmd "$1" "${3:-stats}" | sed -n "s/^STAT $2 //p"; }
 
+# item_class PORT: the chunk size of the slab class holding the most items.
+item_class() {
+    mc_cmd "$1" "stats slabs" | awk -F'[: ]' '
+        $3 == "chunk_size" {size[$2] = $4}
+        $3 == "used_chunks" && $4 > most {most = $4; cls = $2}
+        END {if (cls) print size[cls]}'
+}
+
 if ((tier)); then
+    # Filled with items of the slab class the node's copies take, so that
+    # memcached's pages are in that class when the rounds start, as in a
+    # server that has held such copies a while: after a fill of 1 KiB
+    # values (a smaller class) it moved pages between classes during the
+    # rounds.
     echo "== filling the tier's memcached to its memory limit, then flush_all"
-    printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 1.0\n1 0.0\n' >"$tmp/fill.conf"
+    value=$(head -c 1024 /dev/zero | tr '\0' v)
+    exec 3<>"/dev/tcp/127.0.0.1/${port_of[tiered]}"
+    printf 'set sn-bench-probe 0 0 1024\r\n%s\r\n' "$value" >&3
+    read -r -t 5 line <&3 || true
+    exec 3<&-
+    class=""
+    for ((i = 0; i < 50 && ${#class} == 0; i++)); do
+        sleep 0.1
+        class=$(item_class "$tport")
+    done
+    [[ -n $class ]] || { echo "run_memcaslap.sh: the tiered node wrote no copy" >&2; exit 1; }
+    chunk=$class
+    # memcached stores a 64-byte key and a value of V bytes in some V + 130
+    # bytes, and a class's chunks are 1.25 times those of the class below:
+    # aim for nine tenths of the chunk
+    fill_value=$((chunk * 9 / 10 - 130))
+    printf 'key\n64 64 1\nvalue\n%s %s 1\ncmd\n0 1.0\n1 0.0\n' "$fill_value" "$fill_value" \
+        >"$tmp/fill.conf"
     limit=$(mc_stat "$tport" limit_maxbytes)
     for ((i = 0; i < 12; i++)); do
         "${on_other[@]}" memcaslap -s "127.0.0.1:$tport" -F "$tmp/fill.conf" -T 2 -c 64 -t 5s \
@@ -234,6 +265,8 @@ if ((tier)); then
         malloced=$(mc_stat "$tport" total_malloced "stats slabs")
         ((malloced * 100 >= limit * 95)) && break
     done
+    echo "  a copy takes a ${chunk}-byte chunk: filled with ${fill_value}-byte values;" \
+        "now in chunks of $(item_class "$tport")"
     echo "  total_malloced $malloced of $limit bytes; $(mc_cmd "$tport" flush_all)"
 fi
 
@@ -259,13 +292,18 @@ cpu_ticks() {
 
 declare -A results
 hz=$(getconf CLK_TCK)
+if ((tier && rounds % 2)); then
+    rounds=$((rounds + 1))
+    echo "== $rounds rounds: an even number, so that each daemon goes first as often"
+fi
 echo "== load: memcaslap -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
     "(CONF: 64 B keys, 1 KiB values, set fraction $sets)"
 printf '%-6s %-10s %10s %10s %9s %8s\n' round system ops/s gets sets server-cpu
 for ((r = 1; r <= rounds; r++)); do
     order=("${systems[@]}")
     # the node alone and the tiered one swap places every other round, so
-    # that a host slowing down or speeding up over the run favours neither
+    # that neither the order nor a host slowing down or speeding up over
+    # the run favours either
     ((tier && r % 2 == 0)) && order=(memcached tier single)
     for sys in "${order[@]}"; do
         # shellcheck disable=SC2086
@@ -307,28 +345,41 @@ ms=$(median "${results[single]}")
 verdict=0
 for sys in "${systems[@]}"; do
     m=$(median "${results[$sys]}")
-    ratio=$(awk -v a="$m" -v b="$mm" 'BEGIN {printf "%.2f", a / b}')
-    ref=memcached
+    ref=memcached base=$mm
     case $sys in
     single) target=0.90; ((tier)) && target="" ;;
     peers) target=0.70 ;;
-    tier) target=0.90; ref="sessnode alone"
-        ratio=$(awk -v a="$m" -v b="$ms" 'BEGIN {printf "%.2f", a / b}') ;;
+    tier) target=0.90; ref="sessnode alone" base=$ms ;;
     *) target="" ;;
     esac
-    line=$(printf '%-10s %10s ops/s  %5sx %s' "$sys" "$m" "$ratio" "$ref")
+    # compared unrounded, shown cut (not rounded) to three places, so that
+    # 0.8996 reads 0.899 and misses 0.90
+    ratio=$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.6f", a / b}')
+    line=$(printf '%-10s %10s ops/s  %5sx %s' "$sys" "$m" \
+        "$(awk -v r="$ratio" 'BEGIN {printf "%.3f", int(r * 1000) / 1000}')" "$ref")
     if [[ $sys == tier ]]; then
-        # the rounds alternate, so each round's pair shares that moment's
-        # noise: the median of their ratios, beside the ratio of medians
-        read -ra ta <<<"${results[tier]}"
-        read -ra sa <<<"${results[single]}"
-        pairs=""
-        for i in "${!ta[@]}"; do
-            pairs+="$(awk -v a="${ta[$i]}" -v b="${sa[$i]}" 'BEGIN {printf "%.3f", a / b}') "
-        done
-        mid=$(tr ' ' '\n' <<<"$pairs" | sed '/^$/d' | sort -n |
-            awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}')
-        line+=$(printf ' (round by round: median %.2fx of %s)' "$mid" "${pairs% }")
+        # The daemon that goes second in a round is often the slower one
+        # (by up to a fifth, either daemon; not work left over from the
+        # other's turn, which is idle by then). So each pair of rounds, one
+        # in each order, gives one figure: the geometric mean of its two
+        # rounds' ratios, in which the order's effect cancels. The medians
+        # by order show the effect itself.
+        line+=$(awk -v t="${results[tier]}" -v s="${results[single]}" '
+            function med(a, n,   i, j, x) {
+                for (i = 2; i <= n; i++)
+                    for (j = i; j > 1 && a[j - 1] > a[j]; j--) { x = a[j]; a[j] = a[j - 1]; a[j - 1] = x }
+                return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            }
+            BEGIN {
+                n = split(t, ta, " "); split(s, sa, " ")
+                for (i = 1; i <= n; i++) {
+                    r[i] = ta[i] / sa[i]
+                    if (i % 2) second[++ns] = r[i]; else first[++nf] = r[i]
+                    if (i % 2 == 0) { g = sqrt(r[i - 1] * r[i]); pair[++np] = g; list = list sprintf(" %.3f", g) }
+                }
+                printf " (pairs of rounds, one in each order: median %.3fx of%s;", med(pair, np), list
+                printf " tiered node first %.2fx, second %.2fx)", med(first, nf), med(second, ns)
+            }')
     fi
     if [[ -n $target ]]; then
         if awk -v r="$ratio" -v t="$target" 'BEGIN {exit !(r >= t)}'; then
@@ -340,6 +391,19 @@ for sys in "${systems[@]}"; do
     fi
     echo "$line"
 done
+
+if ((tier)); then
+    # whether every session was backed up, how much the tier's memcached
+    # rearranged its memory (slabs_moved: pages it moved between slab
+    # classes during the run) and whether the stores were full
+    sleep 0.2   # the last round's copies
+    st=$(mc_cmd "${port_of[tiered]}" stats)
+    echo "tiered node: $(sed -n 's/^STAT \(tier_[a-z_]*\) /\1 /p' <<<"$st" |
+        grep -E '^tier_(queue|writes|failures|dropped) ' | paste -sd' ')"
+    echo "tier's memcached: slabs_moved $(mc_stat "$tport" slabs_moved);" \
+        "sessions evicted (--max-memory): node alone $(mc_stat "${port_of[single]}" evictions)," \
+        "tiered node $(mc_stat "${port_of[tiered]}" evictions)"
+fi
 
 for name in "${daemons[@]}"; do
     if ! kill -0 "${pid_of[$name]}" 2>/dev/null; then
