@@ -22,8 +22,8 @@ count failures and dropped backups. The server restarts on its port:
 backups resume (tier_writes grows, the queue drains to 0). Phase 4: D
 takes 2,000 writes and is stopped at once (SIGTERM): a new daemon E alone
 with the tier holds all of them (the queue is written before exit).
-Phase 5: H (--tier-queue-mb 1) takes 600 writes of 4 KiB while one server
-is away: the queued copies stay within 1 MiB while more sessions wait, the
+Phase 5: H (--tier-queue-mb 1) takes 1,200 writes of 4 KiB while one
+server is away: the queued copies stay within 1 MiB while more sessions wait, the
 queue drains once the server is back, and a new daemon I alone with the
 tier holds every one with its data (those past the bound were read from
 the store when written). Phase 6: F (--max-memory 4 --tier-read-through) and G (the same without
@@ -288,13 +288,15 @@ def body(args, tmp, daemons, checks, mcs):
 
     tc.log("phase 5: past --tier-queue-mb, sessions wait without their copies")
     # H holds the copies of its queued sessions in 1 MiB; with one server
-    # away, half of 600 writes of 4 KiB wait (some 1.2 MB of copies), so
-    # those past the bound wait without one and are read from the store
-    # when written: the tier still gets every one, with its data
+    # away, the writes the ring puts on it wait: about half of 1,200 writes
+    # of 4 KiB (some 2.4 MB of copies; the share moves with the servers'
+    # ports, and 600 writes once left 247 waiting, under 1 MiB), so those
+    # past the bound wait without one and are read from the store when
+    # written: the tier still gets every one, with its data
     mcs[1].kill()
     h = start("H", extra=["--tier-queue-mb", "1"])
-    big = {"big-%03d" % i: (b"%03d" % i * 1365, 0) for i in range(600)}
-    checks.record("600 sets of 4 KiB on H with a tier server away",
+    big = {"big-%04d" % i: (b"%04d" % i * 1024, 0) for i in range(1200)}
+    checks.record("1200 sets of 4 KiB on H with a tier server away",
                   *tc.store_all(h, big, expire=HOUR))
     time.sleep(0.5)
     st = stats(h)

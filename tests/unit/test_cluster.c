@@ -1022,11 +1022,15 @@ static void test_control_answers_an_operator(void **state)
     cluster_stop(&c);
 }
 
-/* A port P with P and P+1 free on 127.0.0.1 (a TCP node binds both). */
+/* A port P with P and P+1 free on 127.0.0.1 (a TCP node binds both),
+ * below the ephemeral range. Where the search starts depends on the
+ * process, so that two test programs run side by side (ctest -j) do not
+ * try the same ports in the same order. */
 static int free_port_pair(void)
 {
+    int start = (int) (getpid() % 6000) * 2;
     for (int tries = 0; tries < 500; tries++) {
-        int p = 20000 + (int) (random() % 12000), ok = 1;
+        int p = 20000 + (start + 2 * tries) % 12000, ok = 1;
         for (int k = 0; k < 2 && ok; k++) {
             int fd = socket(AF_INET, SOCK_STREAM, 0);
             struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t) (p + k))};
