@@ -5,8 +5,24 @@
 #ifndef SN_BENCH_COMMON_H_INCLUDED
 #define SN_BENCH_COMMON_H_INCLUDED
 
+#include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Prints "PROGRAM: message" and exits with status 1. */
+static inline void bench_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static inline void bench_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "%s: ", program_invocation_short_name);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
 
 /* The CPU model from /proc/cpuinfo, printed next to every figure. */
 static inline void cpu_model(char *out, size_t cap)

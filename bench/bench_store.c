@@ -64,18 +64,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_store: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
 /* Error names from the public table itself, so this program needs nothing
  * but the store to link. */
 static const char *err_name(int rc)
@@ -93,7 +81,7 @@ static void *xmalloc(size_t n)
 {
     void *p = malloc(n);
     if (!p)
-        die("out of memory (%zu bytes)", n);
+        bench_die("out of memory (%zu bytes)", n);
     return p;
 }
 
@@ -110,9 +98,9 @@ static uint64_t rss_bytes(void)
     FILE *f = fopen("/proc/self/statm", "r");
     unsigned long size = 0, resident = 0;
     if (!f)
-        die("cannot open /proc/self/statm: %s", strerror(errno));
+        bench_die("cannot open /proc/self/statm: %s", strerror(errno));
     if (fscanf(f, "%lu %lu", &size, &resident) != 2)
-        die("cannot parse /proc/self/statm");
+        bench_die("cannot parse /proc/self/statm");
     fclose(f);
     return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
 }
@@ -167,7 +155,7 @@ static unsigned long long parse_num(const char *flag, const char *s, unsigned lo
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s || *end || s[0] == '-' || v < lo || v > hi)
-        die("%s wants an integer in [%llu, %llu], got '%s'", flag, lo, hi, s);
+        bench_die("%s wants an integer in [%llu, %llu], got '%s'", flag, lo, hi, s);
     return v;
 }
 
@@ -183,7 +171,7 @@ static void parse_args(int argc, char **argv, params_t *p)
         }
         if (i + 1 >= argc) {
             usage(stderr);
-            die("unknown option or missing value: %s", a);
+            bench_die("unknown option or missing value: %s", a);
         }
         const char *v = argv[++i];
         if (!strcmp(a, "--sessions"))
@@ -202,7 +190,7 @@ static void parse_args(int argc, char **argv, params_t *p)
             p->json = v;
         else {
             usage(stderr);
-            die("unknown option: %s", a);
+            bench_die("unknown option: %s", a);
         }
     }
 }
@@ -235,7 +223,7 @@ static void fixture_init(fixture_t *f, const params_t *p)
         int len = snprintf(f->ids + i * ID_STRIDE, ID_STRIDE, ID_FMT,
                            (unsigned long long) mix64(p->seed ^ (i * 0x9e3779b97f4a7c15ull)));
         if (len != ID_LEN)
-            die("id length %d, expected %d", len, ID_LEN);
+            bench_die("id length %d, expected %d", len, ID_LEN);
         f->order[i] = i;
     }
     for (size_t i = f->n; i > 1; i--) {
@@ -366,14 +354,14 @@ static sn_store_t *store_new_with(uint64_t node_id, capture_t *cap, sn_slab_t *s
                             .touch_interval_ms = g_touch_interval, .slab = slab};
     sn_store_t *s = sn_store_new(&o);
     if (!s)
-        die("sn_store_new failed");
+        bench_die("sn_store_new failed");
     return s;
 }
 
 static sn_store_t *store_new(uint64_t node_id, capture_t *cap)
 {
     if (!g_slab && !(g_slab = sn_slab_new()))
-        die("sn_slab_new failed");
+        bench_die("sn_slab_new failed");
     return store_new_with(node_id, cap, g_slab);
 }
 
@@ -381,7 +369,7 @@ static void store_free(sn_store_t **s)
 {
     sn_store_destroy(s);
     if (sn_slab_reset(g_slab))
-        die("a store still holds blocks of the shared slab");
+        bench_die("a store still holds blocks of the shared slab");
 }
 
 /* The reference's value: a length and the bytes, so a read can hand back
@@ -401,7 +389,7 @@ static zhashx_t *ref_new(void)
 {
     zhashx_t *h = zhashx_new();
     if (!h)
-        die("zhashx_new failed");
+        bench_die("zhashx_new failed");
     zhashx_set_destructor(h, blob_free);
     return h;
 }
@@ -410,11 +398,11 @@ static void ref_insert(zhashx_t *h, const char *id, const uint8_t *value, size_t
 {
     blob_t *b = malloc(sizeof *b + len);
     if (!b)
-        die("out of memory in the reference table");
+        bench_die("out of memory in the reference table");
     b->len = len;
     memcpy(b->data, value, len);
     if (zhashx_insert(h, id, b) != 0)
-        die("zhashx_insert: duplicate id %s", id);
+        bench_die("zhashx_insert: duplicate id %s", id);
 }
 
 static double fill_store(const fixture_t *f, sn_store_t *s)
@@ -424,7 +412,7 @@ static double fill_store(const fixture_t *f, sn_store_t *s)
         int rc = sn_store_put(s, id_of(f, i), ID_LEN, ATTR_NAME, sizeof ATTR_NAME - 1,
                               value_for(f, i), f->vsize, 0, true, MAX_INACTIVE);
         if (rc)
-            die("sn_store_put(%s): %s (%d)", id_of(f, i), err_name(rc), rc);
+            bench_die("sn_store_put(%s): %s (%d)", id_of(f, i), err_name(rc), rc);
     }
     return (double) f->n / (now_s() - t0);
 }
@@ -447,9 +435,9 @@ static uint64_t get_store(const fixture_t *f, sn_store_t *s, size_t lo, size_t h
         int rc = sn_store_get(s, id_of(f, i), ID_LEN, ATTR_NAME, sizeof ATTR_NAME - 1, buf,
                               f->vsize, &len, NULL);
         if (rc)
-            die("sn_store_get(%s): %s (%d)", id_of(f, i), err_name(rc), rc);
+            bench_die("sn_store_get(%s): %s (%d)", id_of(f, i), err_name(rc), rc);
         if (len != f->vsize)
-            die("sn_store_get(%s): %zu bytes, expected %zu", id_of(f, i), len, f->vsize);
+            bench_die("sn_store_get(%s): %zu bytes, expected %zu", id_of(f, i), len, f->vsize);
         sum += value_index(buf);
     }
     return sum;
@@ -465,7 +453,7 @@ static uint64_t get_ref(const fixture_t *f, zhashx_t *h, pthread_mutex_t *lock, 
             pthread_mutex_lock(lock);
         const blob_t *b = zhashx_lookup(h, id_of(f, i));
         if (!b || b->len > f->vsize)
-            die("zhashx_lookup(%s) failed", id_of(f, i));
+            bench_die("zhashx_lookup(%s) failed", id_of(f, i));
         memcpy(buf, b->data, b->len);
         if (lock)
             pthread_mutex_unlock(lock);
@@ -505,7 +493,7 @@ static double get_threaded(const fixture_t *f, int nthreads, sn_store_t *s, zhas
         w[t] = (worker_t){f, s, h, lock, f->n * (size_t) t / (size_t) nthreads,
                           f->n * (size_t) (t + 1) / (size_t) nthreads, 0};
         if (pthread_create(&tid[t], NULL, worker_main, &w[t]))
-            die("pthread_create failed");
+            bench_die("pthread_create failed");
     }
     uint64_t sum = 0;
     for (int t = 0; t < nthreads; t++) {
@@ -514,7 +502,7 @@ static double get_threaded(const fixture_t *f, int nthreads, sn_store_t *s, zhas
     }
     double rate = (double) f->n / (now_s() - t0);
     if (sum != f->expect_sum)
-        die("threaded gets returned the wrong values");
+        bench_die("threaded gets returned the wrong values");
     return rate;
 }
 
@@ -591,7 +579,7 @@ static void write_json(const char *path, const params_t *p, const phase_t *ph, i
 {
     FILE *out = fopen(path, "w");
     if (!out)
-        die("cannot write %s: %s", path, strerror(errno));
+        bench_die("cannot write %s: %s", path, strerror(errno));
     fprintf(out,
             "{\n  \"benchmark\": \"store\",\n  \"sessions\": %zu,\n  \"value_size\": %zu,\n"
             "  \"id_len\": %d,\n  \"attr_name\": \"%s\",\n  \"repeat\": %d,\n"
@@ -622,7 +610,7 @@ static void write_json(const char *path, const params_t *p, const phase_t *ph, i
             m->store_acct, m->store_acct - ID_LEN, m->store_rss, m->store_rss - ID_LEN,
             m->ref_rss, m->ref_rss - ID_LEN);
     if (fclose(out))
-        die("cannot write %s: %s", path, strerror(errno));
+        bench_die("cannot write %s: %s", path, strerror(errno));
 }
 
 /* ---------------------------------------------------------------- main */
@@ -640,7 +628,7 @@ int main(int argc, char **argv)
      * measure the tables rather than the VM's page faults; the first fill
      * of each side still starts from untouched memory. */
     if (!mallopt(M_TRIM_THRESHOLD, -1))
-        die("mallopt failed");
+        bench_die("mallopt failed");
 
     fixture_t f;
     fixture_init(&f, &p);
@@ -686,7 +674,7 @@ int main(int argc, char **argv)
     sn_store_stats_t st;
     sn_store_stats(store, &st);
     if (st.sessions != f.n)
-        die("store holds %" PRIu64 " sessions after %zu puts", st.sessions, f.n);
+        bench_die("store holds %" PRIu64 " sessions after %zu puts", st.sessions, f.n);
     mem.store_acct = (double) st.bytes / (double) f.n - (double) f.vsize;
     zhashx_destroy(&ref);
     store_free(&store);
@@ -717,9 +705,9 @@ int main(int argc, char **argv)
     fill_store(&f, store);
     cap.on = false;
     if (cap.error)
-        die("delta capture: %s", cap.error);
+        bench_die("delta capture: %s", cap.error);
     if (cap.n != f.n)
-        die("captured %zu deltas from %zu puts", cap.n, f.n);
+        bench_die("captured %zu deltas from %zu puts", cap.n, f.n);
 
     for (int r = 0; r < p.repeat; r++) {
         for (int side = 0; side < 2; side++) {
@@ -733,7 +721,7 @@ int main(int argc, char **argv)
                 add(&ph[PH_GET].store, (double) f.n / (now_s() - t0));
             }
             if (sum != f.expect_sum)
-                die("gets returned the wrong values");
+                bench_die("gets returned the wrong values");
         }
     }
 
@@ -774,19 +762,19 @@ int main(int argc, char **argv)
                 for (size_t k = 0; k < cap.n; k++) {
                     int rc = sn_store_apply(replica, &cap.recs[k].d);
                     if (rc != SN_APPLY_APPLIED)
-                        die("sn_store_apply(%.*s): %s (%d)", (int) cap.recs[k].d.id_len,
+                        bench_die("sn_store_apply(%.*s): %s (%d)", (int) cap.recs[k].d.id_len,
                             (const char *) cap.recs[k].d.id,
                             rc < 0 ? err_name(rc) : "not applied", rc);
                 }
                 add(&ph[PH_APPLY].store, (double) cap.n / (now_s() - t0));
                 sn_store_stats(replica, &st);
                 if (st.sessions != f.n || st.applied != cap.n)
-                    die("replica holds %" PRIu64 " sessions after %zu deltas", st.sessions,
+                    bench_die("replica holds %" PRIu64 " sessions after %zu deltas", st.sessions,
                         cap.n);
                 if (r == 0) {
                     uint64_t sum = get_store(&f, replica, 0, f.n, buf);
                     if (sum != f.expect_sum)
-                        die("the replica returned the wrong values");
+                        bench_die("the replica returned the wrong values");
                 }
                 store_free(&replica);
             }

@@ -47,18 +47,6 @@
 #define MAX_INACTIVE 1800
 #define DRAIN_TIMEOUT_S 60
 
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("bench_tier: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    exit(1);
-}
-
 static double cpu_s(clockid_t clock)
 {
     struct timespec ts;
@@ -70,7 +58,7 @@ static void tier_log(int level, const char *msg, void *arg)
 {
     (void) arg;
     if (level <= SN_LOG_WARN)
-        fprintf(stderr, "bench_tier: tier: %s\n", msg);
+        fprintf(stderr, "bench_tier: %s\n", msg);
 }
 
 /* The store's state sink; the tier is made after the store it reads
@@ -118,7 +106,7 @@ static void put_all(sn_store_t *store, const config_t *c, const char *tag, int r
         int rc = sn_store_put(store, id, n, ATTR_NAME, sizeof ATTR_NAME - 1, value,
                               c->value_len, 0, true, MAX_INACTIVE);
         if (rc != 0)
-            die("sn_store_put(%s): %d", id, rc);
+            bench_die("sn_store_put(%s): %d", id, rc);
     }
 }
 
@@ -142,7 +130,7 @@ static sample_t run_phase(const config_t *c, bool with_tier, const char *tag, in
     }
     sn_store_t *store = sn_store_new(&so);
     if (!store)
-        die("sn_store_new failed");
+        bench_die("sn_store_new failed");
     if (with_tier) {
         /* The writer here outruns the tier's thread (no network, no
          * parsing between writes), so the queue holds a whole phase: every
@@ -156,7 +144,7 @@ static sample_t run_phase(const config_t *c, bool with_tier, const char *tag, in
                                 .log_level = SN_LOG_WARN};
         holder.tier = sn_tier_new(&to, store);
         if (!holder.tier)
-            die("cannot start the tier on %s", c->server);
+            bench_die("cannot start the tier on %s", c->server);
     }
 
     double t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID), p0 = cpu_s(CLOCK_PROCESS_CPUTIME_ID);
@@ -165,15 +153,18 @@ static sample_t run_phase(const config_t *c, bool with_tier, const char *tag, in
     if (with_tier) {
         sn_node_stats_t st;
         struct timespec nap = {0, 1000000};
-        time_t deadline = time(NULL) + DRAIN_TIMEOUT_S;
+        time_t start = time(NULL), deadline = start + DRAIN_TIMEOUT_S;
         while (queued(holder.tier, &st) > 0) {
+            if (st.tier_failures && time(NULL) > start + 5)
+                bench_die("memcached at %s fails the tier's writes (%llu failures)", c->server,
+                          (unsigned long long) st.tier_failures);
             if (time(NULL) > deadline)
-                die("the tier's queue did not drain in %d s (%llu waiting)", DRAIN_TIMEOUT_S,
+                bench_die("the tier's queue did not drain in %d s (%llu waiting)", DRAIN_TIMEOUT_S,
                     (unsigned long long) st.tier_queue);
             nanosleep(&nap, NULL);
         }
         if (st.tier_dropped || st.tier_failures)
-            die("the tier dropped %llu and failed %llu writes",
+            bench_die("the tier dropped %llu and failed %llu writes",
                 (unsigned long long) st.tier_dropped, (unsigned long long) st.tier_failures);
     }
     double p1 = cpu_s(CLOCK_PROCESS_CPUTIME_ID);
@@ -221,19 +212,19 @@ int main(int argc, char **argv)
         errno = 0;
         long long n = opt == 's' ? 0 : strtoll(optarg, &end, 10);
         if (opt != 's' && (errno || !end || *end || n < 1))
-            die("--%s wants a positive number, not '%s'",
+            bench_die("--%s wants a positive number, not '%s'",
                 opt == 'n' ? "sessions" : opt == 'v' ? "value" : "rounds", optarg);
         switch (opt) {
         case 's': c.server = optarg; break;
         case 'n': c.sessions = (size_t) n; break;
         case 'v':
             if (n > 64 * 1024)
-                die("--value: at most 65536 bytes");
+                bench_die("--value: at most 65536 bytes");
             c.value_len = (size_t) n;
             break;
         case 'r':
             if (n > ROUNDS_MAX)
-                die("--rounds: at most %d", ROUNDS_MAX);
+                bench_die("--rounds: at most %d", ROUNDS_MAX);
             c.rounds = (int) n;
             break;
         default: usage();
@@ -244,7 +235,7 @@ int main(int argc, char **argv)
 
     char *value = malloc(c.value_len);
     if (!value)
-        die("no memory");
+        bench_die("no memory");
     for (size_t i = 0; i < c.value_len; i++)
         value[i] = (char) ('a' + (int) ((i * 7) % 26));
 
