@@ -24,6 +24,19 @@ static inline void bench_die(const char *fmt, ...)
     exit(1);
 }
 
+static inline int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts v[0..n) (n > 0) and returns its median. */
+static inline double bench_sort_median(double *v, int n)
+{
+    qsort(v, (size_t) n, sizeof *v, bench_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
 /* The CPU model from /proc/cpuinfo, printed next to every figure. */
 static inline void cpu_model(char *out, size_t cap)
 {

@@ -116,12 +116,6 @@ static uint64_t mix64(uint64_t x)
     return x;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
-
 /* --------------------------------------------------------- parameters */
 
 typedef struct {
@@ -521,11 +515,8 @@ static summary_t summarize(const samples_t *s)
 {
     double v[MAX_REPEAT];
     memcpy(v, s->v, (size_t) s->n * sizeof *v);
-    qsort(v, (size_t) s->n, sizeof *v, cmp_double);
-    summary_t r = {v[s->n / 2], v[0], v[s->n - 1]};
-    if (s->n % 2 == 0)
-        r.median = (v[s->n / 2 - 1] + v[s->n / 2]) / 2;
-    return r;
+    double median = bench_sort_median(v, s->n);
+    return (summary_t) {median, v[0], v[s->n - 1]};
 }
 
 typedef struct {

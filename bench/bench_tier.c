@@ -32,7 +32,6 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -96,12 +95,16 @@ static void put_all(sn_store_t *store, const config_t *c, const char *tag, int r
 {
     static const char hex[] = "0123456789abcdef";
     char id[ID_MAX];
-    int prefix = snprintf(id, sizeof id, "bt%llx-%s%d-", (unsigned long long) c->run, tag, round);
+    size_t prefix = (size_t) snprintf(id, sizeof id, "bt%llx-%s%d-",
+                                      (unsigned long long) c->run, tag, round);
     for (size_t i = 0; i < c->sessions; i++) {
-        size_t n = (size_t) prefix;
-        for (int shift = 60; shift >= 0; shift -= 4)
-            if ((i >> shift) || shift == 0 || n > (size_t) prefix)
-                id[n++] = hex[(i >> shift) & 15];
+        char digits[16];
+        size_t nd = 0;
+        for (size_t x = i; nd == 0 || x; x >>= 4)
+            digits[nd++] = hex[x & 15];
+        size_t n = prefix;
+        while (nd)
+            id[n++] = digits[--nd];
         id[n] = 0;
         int rc = sn_store_put(store, id, n, ATTR_NAME, sizeof ATTR_NAME - 1, value,
                               c->value_len, 0, true, MAX_INACTIVE);
@@ -177,18 +180,6 @@ static sample_t run_phase(const config_t *c, bool with_tier, const char *tag, in
     return out;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t) n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static void usage(void)
 {
     fprintf(stderr, "usage: bench_tier --server HOST:PORT [--sessions N] [--value BYTES] "
@@ -257,8 +248,9 @@ int main(int argc, char **argv)
             a = run_phase(&c, false, "a", r, value);
             t = run_phase(&c, true, "t", r, value);
         }
-        char label[16];
-        snprintf(label, sizeof label, r ? "%d" : "warm-up", r);
+        char label[16] = "warm-up";
+        if (r)
+            snprintf(label, sizeof label, "%d", r);
         printf("%-7s %12.3f %12.3f %12.3f %12.3f\n", label, a.process_us, t.process_us,
                t.writer_us, t.process_us - t.writer_us);
         fflush(stdout);
@@ -272,8 +264,8 @@ int main(int argc, char **argv)
     }
     printf("== medians of %d rounds (us of CPU a write)\n", c.rounds);
     printf("alone %.3f, with the tier %.3f (writer %.3f, tier thread %.3f): the tier adds %.3f\n",
-           median(alone, c.rounds), median(tier, c.rounds), median(writer, c.rounds),
-           median(thread, c.rounds), median(added, c.rounds));
+           bench_sort_median(alone, c.rounds), bench_sort_median(tier, c.rounds), bench_sort_median(writer, c.rounds),
+           bench_sort_median(thread, c.rounds), bench_sort_median(added, c.rounds));
     free(value);
     return 0;
 }

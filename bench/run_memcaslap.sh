@@ -243,15 +243,14 @@ if ((tier)); then
     value=$(head -c 1024 /dev/zero | tr '\0' v)
     exec 3<>"/dev/tcp/127.0.0.1/${port_of[tiered]}"
     printf 'set sn-bench-probe 0 0 1024\r\n%s\r\n' "$value" >&3
-    read -r -t 5 line <&3 || true
+    read -r -t 5 _ <&3 || true   # STORED
     exec 3<&-
-    class=""
-    for ((i = 0; i < 50 && ${#class} == 0; i++)); do
+    chunk=""
+    for ((i = 0; i < 50 && ${#chunk} == 0; i++)); do
         sleep 0.1
-        class=$(item_class "$tport")
+        chunk=$(item_class "$tport")
     done
-    [[ -n $class ]] || { echo "run_memcaslap.sh: the tiered node wrote no copy" >&2; exit 1; }
-    chunk=$class
+    [[ -n $chunk ]] || { echo "run_memcaslap.sh: the tiered node wrote no copy" >&2; exit 1; }
     # memcached stores a 64-byte key and a value of V bytes in some V + 130
     # bytes, and a class's chunks are 1.25 times those of the class below:
     # aim for nine tenths of the chunk
@@ -398,8 +397,8 @@ if ((tier)); then
     # classes during the run) and whether the stores were full
     sleep 0.2   # the last round's copies
     st=$(mc_cmd "${port_of[tiered]}" stats)
-    echo "tiered node: $(sed -n 's/^STAT \(tier_[a-z_]*\) /\1 /p' <<<"$st" |
-        grep -E '^tier_(queue|writes|failures|dropped) ' | paste -sd' ')"
+    echo "tiered node: $(sed -n -E 's/^STAT (tier_(queue|writes|failures|dropped)) /\1 /p' <<<"$st" |
+        paste -sd' ')"
     echo "tier's memcached: slabs_moved $(mc_stat "$tport" slabs_moved);" \
         "sessions evicted (--max-memory): node alone $(mc_stat "${port_of[single]}" evictions)," \
         "tiered node $(mc_stat "${port_of[tiered]}" evictions)"

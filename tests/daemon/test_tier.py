@@ -23,8 +23,8 @@ backups resume (tier_writes grows, the queue drains to 0). Phase 4: D
 takes 2,000 writes and is stopped at once (SIGTERM): a new daemon E alone
 with the tier holds all of them (the queue is written before exit).
 Phase 5: H (--tier-queue-mb 1) takes 1,200 writes of 4 KiB while one
-server is away: the queued copies stay within 1 MiB while more sessions wait, the
-queue drains once the server is back, and a new daemon I alone with the
+server is away: the queued copies stay within 1 MiB while more sessions
+wait, the queue drains once the server is back, and a new daemon I alone with the
 tier holds every one with its data (those past the bound were read from
 the store when written). Phase 6: F (--max-memory 4 --tier-read-through) and G (the same without
 read-through) each take 4,000 sessions of 2 KiB, and evict most: F
