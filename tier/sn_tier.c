@@ -10,6 +10,8 @@
 #include <libmemcached/memcached.h>
 #include <libmemcached/util.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -28,6 +30,10 @@
 #define QUEUE_BYTES_DEFAULT (64u << 20)
 #define FLUSH_MS_DEFAULT 20
 #define BATCH 256                   /* commands between checks of the stop deadline */
+#define SEND_AT (256u << 10)        /* a server's commands go out once this many bytes wait */
+#define CONNECT_MS 500              /* for a server to accept a connection */
+#define IO_WAIT_MS 1000             /* for a server to take more bytes */
+#define RETRY_MS 1000               /* before a failed server is tried again */
 #define BOOT_BATCH 1000             /* keys per multi-get while bootstrapping */
 #define FAIL_PAUSE_MS 200           /* after a round with failures */
 #define KEY_PREFIX "sn:"
@@ -39,7 +45,8 @@
 #define FETCH_NODES_MAX 32          /* copies asked for by one read-through */
 #define POOL_MAX 16                 /* read-through connections per server */
 
-enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4 };
+enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4,
+       SENT_DELETE = 8 };   /* the thread's: this round's command deletes the copy */
 
 /* A queued session: its marks and, after a local write or touch, the copy
  * to write, encoded by the writer while the session was in its cache.
@@ -71,11 +78,28 @@ typedef struct {
     size_t n;
 } jobset_t;
 
+/* One server of the tier, as the thread writes to it: a connection of its
+ * own, and the commands of this round not yet sent, with their jobs (freed
+ * once their bytes are with the kernel, queued again if sending fails). */
+typedef struct {
+    char *host;
+    char port[8];
+    char *name;                 /* "HOST:PORT", for the log */
+    int fd;                     /* -1: not connected */
+    uint64_t retry_at_ms;       /* after a failure, not tried again before this */
+    char *buf;
+    size_t len, cap;
+    job_t **jobs;
+    size_t njobs, jobs_cap;
+} server_t;
+
 struct sn_tier {
     sn_tier_options_t opt;
     char *servers;
     sn_store_t *store;
-    memcached_st *mc;               /* the thread's */
+    memcached_st *mc;               /* the thread's: the ring, and the bootstrap's reads */
+    server_t *srv;                  /* the thread's writers, in mc's order of servers */
+    uint32_t nsrv;
     memcached_st *read_mc;          /* read-through: configures the pool's */
     memcached_pool_st *pool;        /* read-through: connections for any thread */
     _Atomic uint64_t read_fail_log_ms;
@@ -167,7 +191,8 @@ static uint64_t fnv1a(const void *p, size_t n)
 
 /* A node's key for its copy of a session: "sn:" NODE ":" ID, or, for an
  * id too long for that, "sn#" NODE ":" and a hash of the id (the value
- * carries the id either way). */
+ * carries the id either way). The store takes no id with a byte a key
+ * cannot hold (a space, a control character). */
 static size_t node_key(uint64_t node_id, const char *id, size_t id_len, char *key)
 {
     static const char hex[] = "0123456789abcdef";
@@ -465,23 +490,234 @@ static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l
     return sn_store_export(t->store, id, id_len, export_cb, l) == 0;
 }
 
-static void failed(sn_tier_t *t, const char *what, const char *key, memcached_return_t rc)
+/* n failures (0: a line of the log only) */
+static void failed_n(sn_tier_t *t, uint64_t n, const char *what, const char *key,
+                     const char *why)
 {
-    count(&t->st.failures, 1);
+    count(&t->st.failures, n);
     unsigned long long since;
     if (log_due(&t->fail_log_ms, &t->fails_unlogged, &since))
         tlog(t, SN_LOG_WARN, "tier: %s %s: %s (%llu more failures since the last such line)",
-             what, key, memcached_strerror(t->mc, rc), since);
+             what, key, why, since);
 }
 
-static bool sent_ok(memcached_return_t rc)
+static void failed(sn_tier_t *t, const char *what, const char *key, const char *why)
 {
-    return rc == MEMCACHED_SUCCESS || rc == MEMCACHED_BUFFERED;
+    failed_n(t, 1, what, key, why);
 }
 
-/* Queues the command for one session's copy: the job's own, else one
- * exported into `sb`. False if it failed (the job is to be queued again). */
-static bool send_one(sn_tier_t *t, const job_t *j, msgpack_sbuffer *sb)
+/* The writers. The copies go out as text-protocol commands with "noreply",
+ * pipelined into a buffer per server and sent a quarter of a megabyte at a
+ * time: a reply per command would cost a round trip and its system calls,
+ * more than the session's own write here. Through libmemcached the same
+ * commands cost the thread some 0.9 us more a copy, the size of the write
+ * path's margin (docs/BENCHMARKS.md); libmemcached still picks each key's
+ * server (its ketama ring, as its reads expect) and does the reading.
+ * Without replies a
+ * command is known to have failed only when its bytes cannot be sent; those
+ * the kernel took before a server died are lost with it, as its memory. */
+
+static void srv_close(server_t *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+}
+
+static int wait_fd(int fd, short events, int ms)
+{
+    struct pollfd p = {fd, events, 0};
+    int r;
+    do
+        r = poll(&p, 1, ms);
+    while (r < 0 && errno == EINTR);
+    return r <= 0 ? r : p.revents;
+}
+
+/* Connects to s, without blocking for more than CONNECT_MS; NULL, or why not. */
+static const char *srv_connect(server_t *s)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int gai = getaddrinfo(s->host, s->port, &hints, &res);
+    if (gai != 0)
+        return gai_strerror(gai);
+    const char *why = NULL;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        why = strerror(errno);
+    } else if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        why = strerror(errno);
+    } else {
+        int ev = wait_fd(fd, POLLOUT, CONNECT_MS), err = 0;
+        socklen_t len = sizeof err;
+        if (ev == 0)
+            why = "connect timed out";
+        else if (ev < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err)
+            why = strerror(err ? err : errno);
+    }
+    freeaddrinfo(res);
+    if (why) {
+        if (fd >= 0)
+            close(fd);
+        return why;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->fd = fd;
+    return NULL;
+}
+
+/* Reads what s sent, without waiting: nothing, with every command
+ * "noreply", unless one was refused (memcached's parser answers some
+ * errors regardless), which is counted and logged; its command is not
+ * known. False if the connection is gone. */
+static bool srv_drain(sn_tier_t *t, server_t *s)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(s->fd, buf, sizeof buf - 1, MSG_DONTWAIT);
+        if (n > 0) {
+            buf[n] = 0;
+            buf[strcspn(buf, "\r\n")] = 0;
+            failed(t, "answer from", s->name, buf);
+            continue;
+        }
+        return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+    }
+}
+
+/* s can take commands: connected, or connected now unless it failed less
+ * than RETRY_MS ago. */
+static bool srv_ready(sn_tier_t *t, server_t *s)
+{
+    if (s->fd >= 0)
+        return true;
+    uint64_t now = mono_ms();
+    if (now < s->retry_at_ms)
+        return false;
+    const char *why = srv_connect(s);
+    if (!why)
+        return true;
+    s->retry_at_ms = now + RETRY_MS;
+    failed_n(t, 0, "connect to", s->name, why);   /* each of its commands counts */
+    return false;
+}
+
+/* A job whose command failed waits for the next round in `again`. */
+static void job_again(sn_tier_t *t, job_t *j)
+{
+    if (!jobset_add(&t->again, j, SIZE_MAX))
+        job_free(t, j);
+}
+
+/* Sends s's buffer. Its jobs are freed, or, if it cannot be sent (the
+ * connection broke, or the server took nothing for IO_WAIT_MS), queued
+ * again, each counted as a failure, and the server rests for RETRY_MS. */
+static void srv_send(sn_tier_t *t, server_t *s)
+{
+    const char *why = NULL;
+    for (size_t off = 0; off < s->len && !why;) {
+        ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            off += (size_t) n;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int ev = wait_fd(s->fd, POLLOUT | POLLIN, IO_WAIT_MS);
+            if (ev == 0)
+                why = "no progress for a second";
+            else if (ev < 0 || ((ev & POLLIN) && !srv_drain(t, s)))
+                why = "connection lost";
+        } else if (errno != EINTR) {
+            why = strerror(errno);
+        }
+    }
+    if (why) {
+        srv_close(s);
+        s->retry_at_ms = mono_ms() + RETRY_MS;
+        char what[200];
+        snprintf(what, sizeof what, "%s; %zu copies to write again", why, s->njobs);
+        failed_n(t, s->njobs, "send to", s->name, what);
+        for (size_t i = 0; i < s->njobs; i++)
+            job_again(t, s->jobs[i]);
+    } else {
+        for (size_t i = 0; i < s->njobs; i++) {
+            job_t *j = s->jobs[i];
+            count(j->bits & SENT_DELETE ? &t->st.deletes
+                  : j->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
+            job_free(t, j);
+        }
+    }
+    s->len = 0;
+    s->njobs = 0;
+}
+
+static char *put(char *p, const void *b, size_t n)
+{
+    memcpy(p, b, n);
+    return p + n;
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char d[20];
+    int n = 0;
+    do
+        d[n++] = (char) ('0' + v % 10);
+    while (v /= 10);
+    while (n)
+        *p++ = d[--n];
+    return p;
+}
+
+/* Adds j's command to s: "set KEY 0 EXPTIME LEN noreply" and the copy, or
+ * (copy NULL) "delete KEY noreply". False without the memory. */
+static bool srv_add(server_t *s, job_t *j, const char *key, size_t key_len, const char *copy,
+                    size_t copy_len, time_t exptime)
+{
+    size_t need = s->len + key_len + copy_len + 64;
+    if (need > s->cap) {
+        size_t cap = s->cap ? s->cap : SEND_AT + (64u << 10);
+        while (cap < need)
+            cap *= 2;
+        char *buf = realloc(s->buf, cap);
+        if (!buf)
+            return false;
+        s->buf = buf;
+        s->cap = cap;
+    }
+    if (s->njobs == s->jobs_cap) {
+        size_t cap = s->jobs_cap ? 2 * s->jobs_cap : 256;
+        job_t **jobs = realloc(s->jobs, cap * sizeof *jobs);
+        if (!jobs)
+            return false;
+        s->jobs = jobs;
+        s->jobs_cap = cap;
+    }
+    char *p = s->buf + s->len;
+    if (copy) {
+        p = put(p, "set ", 4);
+        p = put(p, key, key_len);
+        p = put(p, " 0 ", 3);
+        p = put_u64(p, (uint64_t) exptime);
+        *p++ = ' ';
+        p = put_u64(p, copy_len);
+        p = put(p, " noreply\r\n", 10);
+        p = put(p, copy, copy_len);
+        p = put(p, "\r\n", 2);
+    } else {
+        p = put(p, "delete ", 7);
+        p = put(p, key, key_len);
+        p = put(p, " noreply\r\n", 10);
+    }
+    s->len = (size_t) (p - s->buf);
+    s->jobs[s->njobs++] = j;
+    return true;
+}
+
+/* Adds the command for one session's copy to its server's buffer (the
+ * job's own copy, else one exported into `sb`), taking the job: the server
+ * holds it until the command is sent, or it is freed (nothing to write) or
+ * waits in `again` (the server is away). */
+static void send_one(sn_tier_t *t, job_t *j, msgpack_sbuffer *sb)
 {
     const char *id = j->id;
     size_t id_len = j->id_len;
@@ -501,44 +737,51 @@ static bool send_one(sn_tier_t *t, const job_t *j, msgpack_sbuffer *sb)
         copy = sb->data;
         copy_len = sb->size;
     }
-    memcached_return_t rc;
-    const char *what;
     /* a copy to drop: the session is gone here, was destroyed elsewhere (that
      * node keeps the tombstone), or has expired */
     bool drop = !found || l.expired || (!l.alive && !(j->bits & MARK_FULL));
-    if (drop) {
-        if (!(j->bits & MARK_GONE) && !l.expired)
-            return true;   /* evicted or collected here: the copy expires by itself */
-        what = "delete";
-        rc = memcached_delete(t->mc, key, key_len, 0);
-        if (sent_ok(rc))
-            count(&t->st.deletes, 1);
-    } else if (!l.encoded) {
-        failed(t, "encode", key, MEMCACHED_MEMORY_ALLOCATION_FAILURE);
-        return true;
-    } else {
-        /* the whole state, tombstones included: a copy another node left
-         * (it was down when the session was destroyed) must not bring the
-         * session back at a bootstrap */
-        what = "set";
-        rc = memcached_set(t->mc, key, key_len, copy, copy_len, l.exptime, 0);
-        if (sent_ok(rc))
-            count(j->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
+    if (drop && !(j->bits & MARK_GONE) && !l.expired) {
+        job_free(t, j);   /* evicted or collected here: the copy expires by itself */
+        return;
     }
-    if (sent_ok(rc))
-        return true;
-    failed(t, what, key, rc);
-    return false;
+    if (!drop && !l.encoded) {
+        failed(t, "encode", key, "out of memory");
+        job_free(t, j);
+        return;
+    }
+    server_t *s = &t->srv[t->nsrv > 1 ? memcached_generate_hash(t->mc, key, key_len) : 0];
+    if (!srv_ready(t, s)) {
+        count(&t->st.failures, 1);
+        job_again(t, j);
+        return;
+    }
+    /* a delete, or the whole state, tombstones included: a copy another
+     * node left (it was down when the session was destroyed) must not bring
+     * the session back at a bootstrap */
+    if (!srv_add(s, j, key, key_len, drop ? NULL : copy, copy_len, l.exptime)) {
+        failed(t, drop ? "delete" : "set", key, "out of memory");
+        job_again(t, j);
+        return;
+    }
+    if (drop)
+        j->bits |= SENT_DELETE;
+    else
+        j->bits &= ~(uintptr_t) SENT_DELETE;
+    if (s->len >= SEND_AT)
+        srv_send(t, s);
 }
 
 /* Writes the copies of every session in `round` (the queue as the thread
- * took it), the commands pipelined without replies: a reply per command
- * costs a round trip and its system calls, more than the session's own
- * write here. Sessions whose command failed wait in `again`; the other
- * jobs are freed. False if any failed; past the stop deadline, the rest is
+ * took it). Sessions whose command failed wait in `again`; the other jobs
+ * are freed. False if any failed; past the stop deadline, the rest is
  * left out. */
 static bool write_round(sn_tier_t *t, jobset_t *round)
 {
+    /* a server restarted since the last round closed our connection: a
+     * new one, rather than a first send into a socket whose peer is gone */
+    for (uint32_t i = 0; i < t->nsrv; i++)
+        if (t->srv[i].fd >= 0 && !srv_drain(t, &t->srv[i]))
+            srv_close(&t->srv[i]);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     size_t n = 0, left = round->n;
@@ -549,7 +792,6 @@ static bool write_round(sn_tier_t *t, jobset_t *round)
             continue;
         round->slot[i] = NULL;
         if (!late && ++n % BATCH == 0) {
-            memcached_flush_buffers(t->mc);
             pthread_mutex_lock(&t->lock);
             late = t->stop && mono_ms() >= t->stop_by_ms;
             pthread_mutex_unlock(&t->lock);
@@ -557,10 +799,14 @@ static bool write_round(sn_tier_t *t, jobset_t *round)
                 t->left_out += left;
         }
         left--;
-        if (late || send_one(t, j, &sb) || !jobset_add(&t->again, j, SIZE_MAX))
+        if (late)
             job_free(t, j);
+        else
+            send_one(t, j, &sb);
     }
-    memcached_flush_buffers(t->mc);
+    for (uint32_t i = 0; i < t->nsrv; i++)
+        if (t->srv[i].len)
+            srv_send(t, &t->srv[i]);
     msgpack_sbuffer_destroy(&sb);
     return t->again.n == 0;
 }
@@ -828,6 +1074,45 @@ int sn_tier_fetch(sn_tier_t *t, const void *id, size_t id_len, const uint64_t *n
 
 /* ------------------------------------------------------------ lifecycle */
 
+/* The writers, one a server of mc, in its order (memcached_generate_hash
+ * gives a key's server as a position in it). */
+static bool servers_new(sn_tier_t *t)
+{
+    t->nsrv = memcached_server_count(t->mc);
+    t->srv = calloc(t->nsrv, sizeof *t->srv);
+    if (!t->srv)
+        return false;
+    for (uint32_t i = 0; i < t->nsrv; i++)
+        t->srv[i].fd = -1;
+    for (uint32_t i = 0; i < t->nsrv; i++) {
+        const memcached_instance_st *m = memcached_server_instance_by_position(t->mc, i);
+        server_t *s = &t->srv[i];
+        s->host = strdup(memcached_server_name(m));
+        snprintf(s->port, sizeof s->port, "%u", (unsigned) memcached_server_port(m));
+        if (!s->host || asprintf(&s->name, "%s:%s", s->host, s->port) < 0) {
+            s->name = NULL;
+            return false;
+        }
+    }
+    return true;
+}
+
+static void servers_free(sn_tier_t *t)
+{
+    for (uint32_t i = 0; t->srv && i < t->nsrv; i++) {
+        server_t *s = &t->srv[i];
+        srv_close(s);
+        for (size_t k = 0; k < s->njobs; k++)   /* none, after a round */
+            job_free(t, s->jobs[k]);
+        free(s->jobs);
+        free(s->buf);
+        free(s->host);
+        free(s->name);
+    }
+    free(t->srv);
+    t->srv = NULL;
+}
+
 /* A handle on the servers: consistent hashing, so that a server that comes
  * or goes moves only its share of the keys. A server that is down is not
  * taken out of the ring: its sessions wait in the queue for it rather than
@@ -878,9 +1163,8 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
              o->servers);
         goto fail;
     }
-    /* writes go out without replies, batched (write_round) */
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_NOREPLY, 1);
-    memcached_behavior_set(t->mc, MEMCACHED_BEHAVIOR_BUFFER_REQUESTS, 1);
+    if (!servers_new(t))
+        goto fail;
     if (o->read_through) {
         /* a read-through holds up the reader's thread, and a worker's
          * other connections with it: a shorter wait for an answer */
@@ -911,6 +1195,7 @@ fail:
         memcached_pool_destroy(t->pool);
     if (t->read_mc)
         memcached_free(t->read_mc);
+    servers_free(t);
     if (t->mc)
         memcached_free(t->mc);
     free(t->servers);
@@ -933,6 +1218,7 @@ void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms)
         memcached_pool_destroy(t->pool);
     if (t->read_mc)
         memcached_free(t->read_mc);
+    servers_free(t);
     memcached_free(t->mc);
     jobset_clear(t, &t->dirty);   /* what the stop deadline cut off */
     free(t->dirty.slot);

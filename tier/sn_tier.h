@@ -2,8 +2,9 @@
  * sn_tier.h - the memcached tier: write-behind backup of whole sessions to
  * a set of memcached servers, and the bootstrap that loads them back.
  *
- * Module-private header. One thread of its own talks to memcached through
- * libmemcached (consistent hashing over the servers); a writer only queues
+ * Module-private header. One thread of its own writes to memcached through
+ * connections of its own and reads through libmemcached, whose consistent
+ * hashing picks each key's server; a writer only queues
  * the session, with a copy of its new state encoded while it is in cache,
  * in a bounded table that coalesces repeated writes of one session, so the
  * write path never waits for memcached. Each node keeps its
