@@ -40,6 +40,10 @@
 #                                                    sessnode setup under load
 #   bash bench/run_memcaslap.sh --tier --rounds 5
 #   bash bench/run_memcaslap.sh --tier --pin --rounds 5
+#   bash bench/run_memcaslap.sh --tier --pin --rest 10   CPU 0 idle for 10 s
+#                                                    before each daemon's turn,
+#                                                    as it is before the first
+#                                                    one's (memcached's turn)
 #
 # Without --daemon it configures a Release tree (--build DIR, default
 # build-release/) with tests and benchmarks off and builds the daemon only.
@@ -58,6 +62,7 @@ tier=0
 sets=""
 pin=0
 threads=0
+rest=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -75,6 +80,7 @@ while (($#)); do
     --pin) pin=1; shift ;;
     --threads) threads=1; shift ;;
     --sets) sets=$2; shift 2 ;;
+    --rest) rest=$2; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -305,6 +311,7 @@ for ((r = 1; r <= rounds; r++)); do
     # the run favours either
     ((tier && r % 2 == 0)) && order=(memcached tier single)
     for sys in "${order[@]}"; do
+        [[ $sys != memcached ]] && sleep "$rest"
         # shellcheck disable=SC2086
         before=$(cpu_ticks ${procs[$sys]})
         [[ $threads == 1 && $sys != memcached ]] && thread_ticks "${procs[$sys]%% *}" >"$tmp/th.before"

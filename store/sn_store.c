@@ -157,6 +157,11 @@ static uint64_t hash64(const void *data, size_t len, uint64_t seed)
     return mix64(h ^ w ^ ((uint64_t) len << 56));
 }
 
+uint64_t sn_store_id_hash(const sn_store_t *self, const void *id, size_t id_len)
+{
+    return hash64(id, id_len, self->opt.hash_seed);
+}
+
 static uint64_t rng_next(uint64_t *s)
 {
     *s += 0x9e3779b97f4a7c15ull;

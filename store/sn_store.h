@@ -175,6 +175,10 @@ void sn_store_destroy(sn_store_t **self_p);
  * whitespace or control characters. */
 bool sn_id_valid(const void *id, size_t id_len);
 
+/* The store's seeded hash of an id, for tables of ids kept beside it (the
+ * seed differs from store to store, so clients cannot aim ids at a chain). */
+uint64_t sn_store_id_hash(const sn_store_t *self, const void *id, size_t id_len);
+
 /* Creates a session with no attributes. SN_EEXISTS if it is alive. */
 int sn_store_create(sn_store_t *self, const void *id, size_t id_len, uint32_t max_inactive);
 

@@ -55,7 +55,7 @@ enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4,
  * written 20 ms before, some 2 us a session, when the writer's encoding
  * costs it a fraction of that. One allocation holds it all. */
 typedef struct {
-    uint64_t hash;              /* of the id, for the queue's table */
+    uint64_t hash;              /* of the id (the store's), for the queue's table */
     uintptr_t bits;             /* MARK_* */
     size_t bytes;               /* its copy's allocation, counted in queued_bytes */
     uint64_t last_access_ms;    /* the copy's, for its expiry */
@@ -97,6 +97,8 @@ struct sn_tier {
     sn_tier_options_t opt;
     char *servers;
     sn_store_t *store;
+    char key_prefix[KEY_OVERHEAD];  /* "sn:" NODE ":", this node's keys */
+    uint64_t now_ms;                /* thread-owned: the real clock, read every BATCH copies */
     memcached_st *mc;               /* the thread's: the ring, and the bootstrap's reads */
     server_t *srv;                  /* the thread's writers, in mc's order of servers */
     uint32_t nsrv;
@@ -212,9 +214,15 @@ static size_t node_key(uint64_t node_id, const char *id, size_t id_len, char *ke
     return (size_t) snprintf(key, KEY_MAX + 1, "sn#%s:%016llx", node, (unsigned long long) h);
 }
 
+/* node_key for this node, its prefix formatted once */
 static size_t tier_key(const sn_tier_t *t, const char *id, size_t id_len, char *key)
 {
-    return node_key(t->opt.node_id, id, id_len, key);
+    if (id_len + KEY_OVERHEAD > KEY_MAX)
+        return node_key(t->opt.node_id, id, id_len, key);
+    memcpy(key, t->key_prefix, KEY_OVERHEAD);
+    memcpy(key + KEY_OVERHEAD, id, id_len);
+    key[KEY_OVERHEAD + id_len] = 0;
+    return KEY_OVERHEAD + id_len;
 }
 
 /* ------------------------------------------------------------ the queue */
@@ -227,9 +235,9 @@ static const uint8_t *job_copy(const job_t *j)
 }
 
 /* Fills in what every job has; `j` holds JOB_HEAD(id_len) bytes at least. */
-static job_t *job_init(job_t *j, const void *id, size_t id_len)
+static job_t *job_init(sn_tier_t *t, job_t *j, const void *id, size_t id_len)
 {
-    j->hash = fnv1a(id, id_len);
+    j->hash = sn_store_id_hash(t->store, id, id_len);
     j->id_len = (uint8_t) id_len;
     memcpy(j->id, id, id_len);
     j->id[id_len] = 0;
@@ -238,13 +246,13 @@ static job_t *job_init(job_t *j, const void *id, size_t id_len)
 
 /* A job without a copy: a few hundred bytes at most, bounded by the
  * queue's count, not by its bytes. */
-static job_t *job_new(const void *id, size_t id_len, uintptr_t bits)
+static job_t *job_new(sn_tier_t *t, const void *id, size_t id_len, uintptr_t bits)
 {
     job_t *j = calloc(1, JOB_HEAD(id_len));
     if (!j)
         return NULL;
     j->bits = bits;
-    return job_init(j, id, id_len);
+    return job_init(t, j, id, id_len);
 }
 
 static void job_free(sn_tier_t *t, job_t *j)
@@ -291,7 +299,7 @@ static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
     j->max_inactive = st->has_meta ? st->max_inactive : 0;
     j->alive = st->has_meta;
     j->len = (uint32_t) (sb.size - JOB_HEAD(id_len));
-    return job_init(j, id, id_len);
+    return job_init(t, j, id, id_len);
 }
 
 #define JOBSET_MIN 1024
@@ -395,7 +403,7 @@ void sn_tier_mark_gone(sn_tier_t *t, const void *id, size_t id_len)
 {
     if (id_len > SN_ID_MAX)
         return;
-    job_t *j = job_new(id, id_len, MARK_GONE);
+    job_t *j = job_new(t, id, id_len, MARK_GONE);
     if (j)
         enqueue(t, j);
     else
@@ -410,7 +418,7 @@ void sn_tier_capture(sn_tier_t *t, const uint8_t *id, uint32_t id_len, const sn_
     uintptr_t bits = touch ? MARK_TOUCH : MARK_FULL;
     job_t *j = st ? job_with_copy(t, id, id_len, st, bits) : NULL;
     if (!j)
-        j = job_new(id, id_len, bits);
+        j = job_new(t, id, id_len, bits);
     if (j)
         enqueue(t, j);
     else
@@ -449,12 +457,12 @@ static void settle(sn_tier_t *t)
  * last access (an absolute time past 30 days, as memcached reads it), a
  * month for a tombstone; false if the session has expired. */
 static bool copy_expiry(bool alive, uint32_t max_inactive, uint64_t last_access_ms,
-                        time_t *exptime)
+                        uint64_t now, time_t *exptime)
 {
     *exptime = alive ? 0 : TOMB_TTL;
     if (!alive || !max_inactive)
         return true;
-    uint64_t now = real_ms(), life = (uint64_t) max_inactive * 1000u;
+    uint64_t life = (uint64_t) max_inactive * 1000u;
     uint64_t idle = now > last_access_ms ? now - last_access_ms : 0;
     if (idle >= life)
         return false;
@@ -469,13 +477,15 @@ typedef struct {
     bool alive;
     bool expired;
     time_t exptime;
+    uint64_t now_ms;
 } local_t;
 
 static void export_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st, void *arg)
 {
     local_t *l = arg;
     l->alive = st->has_meta;
-    l->expired = !copy_expiry(st->has_meta, st->max_inactive, st->last_access_ms, &l->exptime);
+    l->expired = !copy_expiry(st->has_meta, st->max_inactive, st->last_access_ms, l->now_ms,
+                              &l->exptime);
     l->sb->size = 0;
     l->encoded = !l->expired && sn_wire_append_state(l->sb, id, id_len, st) == 0;
 }
@@ -487,6 +497,7 @@ static bool export_local(sn_tier_t *t, const char *id, size_t id_len, local_t *l
 {
     memset(l, 0, sizeof *l);
     l->sb = sb;
+    l->now_ms = t->now_ms;
     return sn_store_export(t->store, id, id_len, export_cb, l) == 0;
 }
 
@@ -729,7 +740,8 @@ static void send_one(sn_tier_t *t, job_t *j, msgpack_sbuffer *sb)
     size_t copy_len;
     if (j->len) {
         l.alive = j->alive;
-        l.expired = !copy_expiry(j->alive, j->max_inactive, j->last_access_ms, &l.exptime);
+        l.expired = !copy_expiry(j->alive, j->max_inactive, j->last_access_ms, t->now_ms,
+                                 &l.exptime);
         copy = (const char *) job_copy(j);
         copy_len = j->len;
     } else {
@@ -784,6 +796,7 @@ static bool write_round(sn_tier_t *t, jobset_t *round)
             srv_close(&t->srv[i]);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
+    t->now_ms = real_ms();
     size_t n = 0, left = round->n;
     bool late = false;
     for (size_t i = 0; i < round->cap; i++) {
@@ -792,6 +805,7 @@ static bool write_round(sn_tier_t *t, jobset_t *round)
             continue;
         round->slot[i] = NULL;
         if (!late && ++n % BATCH == 0) {
+            t->now_ms = real_ms();
             pthread_mutex_lock(&t->lock);
             late = t->stop && mono_ms() >= t->stop_by_ms;
             pthread_mutex_unlock(&t->lock);
@@ -1153,6 +1167,9 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
     if (!t->opt.queue_bytes)
         t->opt.queue_bytes = QUEUE_BYTES_DEFAULT;
     t->store = store;
+    char prefix[KEY_MAX + 1];
+    node_key(t->opt.node_id, "", 0, prefix);
+    memcpy(t->key_prefix, prefix, KEY_OVERHEAD);
     t->servers = strdup(o->servers);
     t->opt.servers = t->servers;
     if (!t->servers)
