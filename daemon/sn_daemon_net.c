@@ -185,18 +185,29 @@ static void conn_close_after_flush(conn_t *c)
 
 /* Runs the engine on what the input holds and writes the replies at
  * once: a request costs one read and one write, with no change to what
- * epoll watches unless the socket is full. Returns false if c was freed. */
+ * epoll watches unless the socket is full. A connection paused for its
+ * output resumes here once the output is down to OUT_LOW, with the
+ * requests it had buffered, whether the write event drained it or the
+ * socket took it all at once (then no write event comes). Returns false
+ * if c was freed. */
 static bool conn_run(conn_t *c)
 {
-    if (!c->closing && !c->paused && evbuffer_get_length(c->in) > 0) {
-        if (mc_conn_process(c->mc, c->in, c->out) == MC_CLOSE) {
-            conn_close_after_flush(c);
-        } else if (evbuffer_get_length(c->out) > OUT_HIGH) {
-            c->paused = true;
-            event_del(c->rd);
+    for (;;) {
+        if (!c->closing && !c->paused && evbuffer_get_length(c->in) > 0) {
+            if (mc_conn_process(c->mc, c->in, c->out) == MC_CLOSE) {
+                conn_close_after_flush(c);
+            } else if (evbuffer_get_length(c->out) > OUT_HIGH) {
+                c->paused = true;
+                event_del(c->rd);
+            }
         }
+        if (!conn_flush(c))
+            return false;
+        if (!c->paused || c->closing || evbuffer_get_length(c->out) > OUT_LOW)
+            return true;
+        c->paused = false;
+        event_add(c->rd, NULL);
     }
-    return conn_flush(c);
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg)
@@ -251,14 +262,8 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
     (void) fd;
     (void) what;
     conn_t *c = arg;
-    if (!conn_flush(c))
-        return;
-    if (c->paused && !c->closing && evbuffer_get_length(c->out) <= OUT_LOW) {
-        c->paused = false;
-        event_add(c->rd, NULL);
-        /* requests already buffered get no new read event */
-        conn_run(c);
-    }
+    /* a paused connection's buffered requests get no new read event */
+    conn_run(c);
 }
 
 static void conn_open(worker_t *w, int fd)

@@ -8,7 +8,9 @@ text protocol) and checked with sessctl.
 Three daemons A, B, C join, each given one seed; N sessions set on A are read back on B and C;
 sets on B reach A and C; deletes on C reach everyone; A is killed with
 SIGKILL and B and C still serve every session; a fourth daemon D joins
-through B alone and serves every session, C's later writes included; `sessctl --json members` on B sees A dead and D
+through B alone and serves every session, C's later writes included; D
+answers multi-gets whose replies (4.3 MB) pass the connection's output
+bound, each whole, on one connection; `sessctl --json members` on B sees A dead and D
 alive; flush_all on B empties every node; SIGTERM makes C leave gracefully.
 
 Replication is asynchronous, so every remote read polls until a deadline.
@@ -432,6 +434,28 @@ def run(args, tmp, daemons, checks):
     for n in (b, c, d):
         checks.record("every session on %s after writes on C and D" % n.name,
                       *poll_compare(n, expected, deleted, args.repl_timeout))
+
+    log("phase 8b: multi-gets whose replies pass the output bound, on D")
+    # each reply (66 values of 64 KiB, 4.3 MB) passes the 4 MiB at which a
+    # connection stops taking requests until its output drains; a socket
+    # that took such a reply at once used to leave the connection paused
+    # for good, its next request never read (replies just over the bound
+    # hit it within a few requests)
+    blobs = {"blob-%03d" % i: (b"%03d" % i * 21845 + b"x", 0) for i in range(66)}
+    checks.record("66 sets of 64 KiB on D", *store_all(d, blobs))
+    answered, why = 0, ""
+    try:
+        for _ in range(20):
+            ok, why = compare(d, blobs, (), batch=66)
+            if not ok:
+                break
+            answered += 1
+    except (OSError, TimeoutError) as e:
+        why = "%s: %s" % (type(e).__name__, e)
+        d.drop_client()
+    checks.record("20 multi-gets of 4.3 MB on one connection, each answered whole",
+                  answered == 20, "%d answered%s" % (
+                      answered, ("; then " + why) if answered < 20 else ""))
 
     log("phase 9: flush_all on B")
     checks.record("flush_all on B", b.client().flush_all(noreply=False) is True)
