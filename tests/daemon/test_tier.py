@@ -30,7 +30,14 @@ the store when written). Phase 6: F (--max-memory 4 --tier-read-through) and G (
 read-through) each take 4,000 sessions of 2 KiB, and evict most: F
 serves every one (from the tier, counted in tier_read_hits), G misses
 those it evicted, and a key never written is a miss on F after one
-lookup in the tier.
+lookup in the tier. Phase 7: one memcached server is stopped (SIGSTOP:
+its connections stay open and take nothing once the sockets' buffers are
+full) while J takes 600 writes of 64 KiB: every write is served without
+waiting, the stall is counted as a failure, and once the server runs
+again (SIGCONT) J's queue drains with nothing dropped and a new daemon K
+alone with the tier holds every one. (Last: F's 4 MiB store, loading
+these 64 KiB copies at its bootstrap, would have no room left for
+smaller sessions.)
 
 The harness (time limit, cleanup by PID, sanitizer checks of the
 daemons' logs, the summary) is test_cluster.py's.
@@ -74,6 +81,10 @@ class Memcached:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+    def pause(self, on):
+        """SIGSTOP (on) or SIGCONT: a server that takes no more bytes."""
+        self.proc.send_signal(signal.SIGSTOP if on else signal.SIGCONT)
 
     def dump(self):
         """{key: exp} from `lru_crawler metadump all`."""
@@ -343,6 +354,29 @@ def body(args, tmp, daemons, checks, mcs):
                   "got %r; tier_reads %d -> %d" % (got, reads, st["tier_reads"]))
     for n in (f, g):
         stop(n)
+
+    tc.log("phase 7: a memcached server that stops reading, under write load")
+    # SIGSTOP: the server's connections stay open but take nothing once the
+    # sockets' buffers are full (a few MB each way on loopback); the ring
+    # sends it about half of 600 copies of 64 KiB, some 19 MB
+    j = start("J")
+    mcs[0].pause(True)
+    try:
+        blobs = {"blob-%03d" % i: (b"%03d" % i * 21845 + b"x", 0) for i in range(600)}
+        t0 = time.monotonic()
+        checks.record("600 sets of 64 KiB on J with a tier server stopped",
+                      *tc.store_all(j, blobs, expire=HOUR))
+        took = time.monotonic() - t0
+        checks.record("J's writes do not wait for the stopped server", took < 5,
+                      "%.1f s" % took)
+        ok, st = poll_stat(j, "tier_failures", lambda f: f > 0, 30)
+        checks.record("a server that takes nothing for a second counts as failed", ok, str(st))
+    finally:
+        mcs[0].pause(False)
+    ok, st = poll_stat(j, "tier_queue", lambda q: q == 0, 60)
+    checks.record("J's queue drains once the server reads again, nothing dropped",
+                  ok and st["tier_dropped"] == 0 and st["tier_queue_bytes"] == 0, str(st))
+    stop_then_restore(j, "K", blobs, "J took")
 
 
 def add_args(ap):
