@@ -842,11 +842,32 @@ static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
     return true;
 }
 
-/* Reserves `need` bytes against the memory limit, evicting from this shard
- * until they fit. The reservation is taken atomically on the store-wide
- * counter, so writers in different shards cannot both squeeze into the
- * last free bytes; the caller gives it back once the real cost is
- * accounted. Eviction stays within the shard the caller has locked. */
+/* Evicts one session from a shard other than `sh` (which the caller
+ * holds), for a shard with nothing left to evict while the others hold the
+ * memory: a few large sessions in a small store leave most shards empty.
+ * Another shard is taken only if free (trylock), as two writers doing this
+ * must not wait for each other. False if none gave one up. */
+static bool evict_elsewhere(sn_store_t *self, shard_t *sh)
+{
+    uint32_t ns = 1u << self->shard_bits;
+    uint32_t start = (uint32_t) rng_next(&sh->rng);
+    for (uint32_t k = 0; k < ns; k++) {
+        shard_t *o = &self->shards[(start + k) & (ns - 1)];
+        if (o == sh || pthread_mutex_trylock(&o->lock) != 0)
+            continue;
+        bool evicted = evict_one(self, o, NULL);
+        pthread_mutex_unlock(&o->lock);
+        if (evicted)
+            return true;
+    }
+    return false;
+}
+
+/* Reserves `need` bytes against the memory limit, evicting until they fit:
+ * from this shard, then, once it has nothing left to evict, from the
+ * others. The reservation is taken atomically on the store-wide counter,
+ * so writers in different shards cannot both squeeze into the last free
+ * bytes; the caller gives it back once the real cost is accounted. */
 static int make_room(sn_store_t *self, shard_t *sh, size_t need, const sn_entry_t *keep)
 {
     if (!self->opt.memory_limit || need == 0)
@@ -861,7 +882,7 @@ static int make_room(sn_store_t *self, shard_t *sh, size_t need, const sn_entry_
         if (before + need <= self->opt.memory_limit)
             return 0;
         atomic_fetch_sub(&self->bytes, need);
-        if (!evict_one(self, sh, keep)) {
+        if (!evict_one(self, sh, keep) && !evict_elsewhere(self, sh)) {
             sh->stats.full_errors++;
             return SN_EFULL;
         }

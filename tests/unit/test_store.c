@@ -1895,6 +1895,54 @@ static void test_value_bigger_than_the_whole_limit_is_efull(void **state)
     node_close(&a);
 }
 
+/* A few large sessions hold the memory of a store of many shards, whose
+ * other shards are empty: a write to one of those evicts from the others
+ * rather than fail. */
+static void test_a_shard_with_nothing_to_evict_evicts_from_the_others(void **state)
+{
+    (void) state;
+    node_t a;
+    node_prepare(&a);
+    sn_store_options_t o = node_options(&a, 1);
+    o.shards = 64;
+    o.memory_limit = 1u << 20;
+    node_start(&a, &o);
+    size_t n = 64 * 1024;
+    char *big = malloc(n);
+    assert_non_null(big);
+    memset(big, 'b', n);
+    char id[32];
+    for (int i = 0; i < 15; i++) {
+        advance(&a, 1);
+        snprintf(id, sizeof id, "big%02d", i);
+        assert_int_equal(sn_store_put(a.store, id, strlen(id), "v", 1, big, n, 0, true, 0), 0);
+    }
+    char value[1024];
+    memset(value, 'v', sizeof value);
+    for (int i = 0; i < 1000; i++) {
+        advance(&a, 1);
+        snprintf(id, sizeof id, "s%04d", i);
+        assert_int_equal(sn_store_put(a.store, id, strlen(id), "v", 1, value, sizeof value, 0,
+                                      true, 0), 0);
+        assert_true(stats_of(a.store).bytes <= o.memory_limit);
+    }
+    sn_store_stats_t st = stats_of(a.store);
+    assert_int_equal(st.full_errors, 0);
+    assert_true(st.evictions > 0);
+    int bigs = 0;
+    for (int i = 0; i < 15; i++) {
+        snprintf(id, sizeof id, "big%02d", i);
+        bigs += exists_s(a.store, id);
+    }
+    assert_true(bigs < 15);
+    for (int i = 990; i < 1000; i++) {   /* the newest stay */
+        snprintf(id, sizeof id, "s%04d", i);
+        assert_true(exists_s(a.store, id));
+    }
+    free(big);
+    node_close(&a);
+}
+
 static void tombstone_check_cb(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
                                void *arg)
 {
@@ -2600,6 +2648,7 @@ int main(void)
         cmocka_unit_test(test_put_with_create_on_an_expired_session_replaces_it),
         cmocka_unit_test(test_create_on_an_expired_session_is_not_eexists),
         cmocka_unit_test(test_memory_limit_evicts_the_least_recently_used),
+        cmocka_unit_test(test_a_shard_with_nothing_to_evict_evicts_from_the_others),
         cmocka_unit_test(test_value_bigger_than_the_whole_limit_is_efull),
         cmocka_unit_test(test_tombstones_are_never_evicted),
         cmocka_unit_test(test_scan_visits_every_session_and_tombstone),
