@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 try:
     from pymemcache.client.base import Client
@@ -540,6 +541,7 @@ def main(run=run, doc=__doc__, add_args=None):
     except (Deadline, Exception) as e:  # report, then clean up below
         error = "%s: %s" % (type(e).__name__, e)
         log("ERROR: " + error)
+        traceback.print_exc(file=sys.stdout)
     finally:
         signal.alarm(0)
         for d in daemons:

@@ -35,9 +35,7 @@ its connections stay open and take nothing once the sockets' buffers are
 full) while J takes 600 writes of 64 KiB: every write is served without
 waiting, the stall is counted as a failure, and once the server runs
 again (SIGCONT) J's queue drains with nothing dropped and a new daemon K
-alone with the tier holds every one. (Last: F's 4 MiB store, loading
-these 64 KiB copies at its bootstrap, would have no room left for
-smaller sessions.)
+alone with the tier holds every one.
 
 The harness (time limit, cleanup by PID, sanitizer checks of the
 daemons' logs, the summary) is test_cluster.py's.
