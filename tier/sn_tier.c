@@ -545,37 +545,36 @@ static int wait_fd(int fd, short events, int ms)
     return r <= 0 ? r : p.revents;
 }
 
-/* Connects to s, without blocking for more than CONNECT_MS; NULL, or why not. */
-static const char *srv_connect(server_t *s)
+/* A non-blocking connection to s, made without waiting more than
+ * CONNECT_MS; -1 with *why set if there is none. */
+static int tcp_connect(const server_t *s, const char **why)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
     int gai = getaddrinfo(s->host, s->port, &hints, &res);
-    if (gai != 0)
-        return gai_strerror(gai);
-    const char *why = NULL;
+    if (gai != 0) {
+        *why = gai_strerror(gai);
+        return -1;
+    }
+    *why = NULL;
     int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
-        why = strerror(errno);
+        *why = strerror(errno);
     } else if (connect(fd, res->ai_addr, res->ai_addrlen) != 0 && errno != EINPROGRESS) {
-        why = strerror(errno);
+        *why = strerror(errno);
     } else {
         int ev = wait_fd(fd, POLLOUT, CONNECT_MS), err = 0;
         socklen_t len = sizeof err;
         if (ev == 0)
-            why = "connect timed out";
+            *why = "connect timed out";
         else if (ev < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err)
-            why = strerror(err ? err : errno);
+            *why = strerror(err ? err : errno);
     }
     freeaddrinfo(res);
-    if (why) {
-        if (fd >= 0)
-            close(fd);
-        return why;
+    if (*why && fd >= 0) {
+        close(fd);
+        fd = -1;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    s->fd = fd;
-    return NULL;
+    return fd;
 }
 
 /* Reads what s sent, without waiting: nothing, with every command
@@ -606,9 +605,13 @@ static bool srv_ready(sn_tier_t *t, server_t *s)
     uint64_t now = mono_ms();
     if (now < s->retry_at_ms)
         return false;
-    const char *why = srv_connect(s);
-    if (!why)
+    const char *why;
+    s->fd = tcp_connect(s, &why);
+    if (s->fd >= 0) {
+        int one = 1;
+        setsockopt(s->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         return true;
+    }
     s->retry_at_ms = now + RETRY_MS;
     failed_n(t, 0, "connect to", s->name, why);   /* each of its commands counts */
     return false;
@@ -836,18 +839,15 @@ static int hexval(int c)
 /* The keys of one server, from `lru_crawler metadump all` (memcached 1.5+):
  * one "key=K exp=... ..." line per item, K URL-encoded, then END. Only
  * ours are kept. The command goes alone in its packet, as memcached wants. */
-static void server_keys(sn_tier_t *t, const char *host, in_port_t port, zlistx_t *keys)
+static void server_keys(sn_tier_t *t, const server_t *s, zlistx_t *keys)
 {
-    char portstr[8];
-    snprintf(portstr, sizeof portstr, "%u", (unsigned) port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    if (getaddrinfo(host, portstr, &hints, &res) != 0) {
-        tlog(t, SN_LOG_WARN, "tier bootstrap: cannot resolve %s", host);
+    const char *why;
+    int fd = tcp_connect(s, &why);
+    if (fd < 0) {
+        tlog(t, SN_LOG_WARN, "tier bootstrap: cannot connect to %s: %s", s->name, why);
         return;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
-    freeaddrinfo(res);
+    bool ok = true;
     static const char cmd[] = "lru_crawler metadump all\r\n";
     for (int attempt = 0; ok && attempt < 50; attempt++) {
         if (write(fd, cmd, sizeof cmd - 1) != (ssize_t) (sizeof cmd - 1)) {
@@ -886,8 +886,8 @@ static void server_keys(sn_tier_t *t, const char *host, in_port_t port, zlistx_t
             continue;
         }
         if (!buf || !ended || strncmp(buf, "ERROR", 5) == 0 || strncmp(buf, "CLIENT_ERROR", 12) == 0) {
-            tlog(t, SN_LOG_WARN, "tier bootstrap: %s:%u did not list its keys (%.60s)", host,
-                 (unsigned) port, buf ? buf : "out of memory");
+            tlog(t, SN_LOG_WARN, "tier bootstrap: %s did not list its keys (%.60s)", s->name,
+                 buf ? buf : "out of memory");
             free(buf);
             ok = false;
             break;
@@ -916,11 +916,9 @@ static void server_keys(sn_tier_t *t, const char *host, in_port_t port, zlistx_t
         free(buf);
         break;
     }
-    if (fd >= 0)
-        close(fd);
+    close(fd);
     if (!ok)
-        tlog(t, SN_LOG_WARN, "tier bootstrap: cannot list the keys of %s:%u", host,
-             (unsigned) port);
+        tlog(t, SN_LOG_WARN, "tier bootstrap: cannot list the keys of %s", s->name);
 }
 
 static void load_keys(sn_tier_t *t, const char **keys, size_t *lens, size_t n, uint64_t *loaded)
@@ -946,11 +944,8 @@ static void bootstrap(sn_tier_t *t)
     zlistx_t *keys = zlistx_new();
     zlistx_set_duplicator(keys, (zlistx_duplicator_fn *) strdup);
     zlistx_set_destructor(keys, (zlistx_destructor_fn *) zstr_free);
-    uint32_t ns = memcached_server_count(t->mc);
-    for (uint32_t i = 0; i < ns; i++) {
-        const memcached_instance_st *s = memcached_server_instance_by_position(t->mc, i);
-        server_keys(t, memcached_server_name(s), memcached_server_port(s), keys);
-    }
+    for (uint32_t i = 0; i < t->nsrv; i++)
+        server_keys(t, &t->srv[i], keys);
     const char *batch[BOOT_BATCH];
     size_t lens[BOOT_BATCH], n = 0;
     uint64_t loaded = 0;
@@ -968,7 +963,7 @@ static void bootstrap(sn_tier_t *t)
     count(&t->st.boot_sessions, loaded);
     count(&t->st.boot_ms, ms);
     tlog(t, SN_LOG_INFO, "tier bootstrap: %llu sessions loaded from %zu copies on %u servers "
-         "in %llu ms", (unsigned long long) loaded, zlistx_size(keys), ns,
+         "in %llu ms", (unsigned long long) loaded, zlistx_size(keys), t->nsrv,
          (unsigned long long) ms);
     zlistx_destroy(&keys);
 }
