@@ -23,6 +23,12 @@
  *   apply   the deltas of N puts, captured by the sink in decoded form,
  *           applied to an empty store vs zhashx_insert of the same values
  *           into an empty table.
+ *   full    the second half of the N sessions put into a store limited to
+ *           half the memory the first fill took and holding the first half
+ *           (put untimed), so that every timed put evicts a session, vs
+ *           zhashx_insert of the same sessions into a table holding the
+ *           first half. Also printed: evictions per put, and how much
+ *           longer such a put takes than one in the put phase.
  *
  * Memory per session comes from the store's own accounting and from RSS
  * growth (/proc/self/statm) across the first fill, after malloc_trim so that
@@ -342,14 +348,21 @@ static uint32_t g_touch_interval;
  * already faulted in, as malloc refills the heap a destroyed table left. */
 static sn_slab_t *g_slab;
 
-static sn_store_t *store_new_with(uint64_t node_id, capture_t *cap, sn_slab_t *slab)
+static sn_store_t *store_new_limited(uint64_t node_id, capture_t *cap, sn_slab_t *slab,
+                                     size_t memory_limit)
 {
     sn_store_options_t o = {.node_id = node_id, .sink = bench_sink, .sink_arg = cap,
-                            .touch_interval_ms = g_touch_interval, .slab = slab};
+                            .touch_interval_ms = g_touch_interval, .slab = slab,
+                            .memory_limit = memory_limit};
     sn_store_t *s = sn_store_new(&o);
     if (!s)
         bench_die("sn_store_new failed");
     return s;
+}
+
+static sn_store_t *store_new_with(uint64_t node_id, capture_t *cap, sn_slab_t *slab)
+{
+    return store_new_limited(node_id, cap, slab, 0);
 }
 
 static sn_store_t *store_new(uint64_t node_id, capture_t *cap)
@@ -399,24 +412,35 @@ static void ref_insert(zhashx_t *h, const char *id, const uint8_t *value, size_t
         bench_die("zhashx_insert: duplicate id %s", id);
 }
 
-static double fill_store(const fixture_t *f, sn_store_t *s)
+/* Puts sessions [lo, hi) of the fixture; their rate. */
+static double fill_store_range(const fixture_t *f, sn_store_t *s, size_t lo, size_t hi)
 {
     double t0 = now_s();
-    for (size_t i = 0; i < f->n; i++) {
+    for (size_t i = lo; i < hi; i++) {
         int rc = sn_store_put(s, id_of(f, i), ID_LEN, ATTR_NAME, sizeof ATTR_NAME - 1,
                               value_for(f, i), f->vsize, 0, true, MAX_INACTIVE);
         if (rc)
             bench_die("sn_store_put(%s): %s (%d)", id_of(f, i), err_name(rc), rc);
     }
-    return (double) f->n / (now_s() - t0);
+    return (double) (hi - lo) / (now_s() - t0);
+}
+
+static double fill_store(const fixture_t *f, sn_store_t *s)
+{
+    return fill_store_range(f, s, 0, f->n);
+}
+
+static double fill_ref_range(const fixture_t *f, zhashx_t *h, size_t lo, size_t hi)
+{
+    double t0 = now_s();
+    for (size_t i = lo; i < hi; i++)
+        ref_insert(h, id_of(f, i), value_for(f, i), f->vsize);
+    return (double) (hi - lo) / (now_s() - t0);
 }
 
 static double fill_ref(const fixture_t *f, zhashx_t *h)
 {
-    double t0 = now_s();
-    for (size_t i = 0; i < f->n; i++)
-        ref_insert(h, id_of(f, i), value_for(f, i), f->vsize);
-    return (double) f->n / (now_s() - t0);
+    return fill_ref_range(f, h, 0, f->n);
 }
 
 /* Gets of order[lo..hi); returns the sum of the session indexes read. */
@@ -606,7 +630,7 @@ static void write_json(const char *path, const params_t *p, const phase_t *ph, i
 
 /* ---------------------------------------------------------------- main */
 
-enum { PH_PUT_COLD, PH_PUT, PH_GET, PH_GET_MT, PH_APPLY, PH_COUNT };
+enum { PH_PUT_COLD, PH_PUT, PH_PUT_FULL, PH_GET, PH_GET_MT, PH_APPLY, PH_COUNT };
 
 int main(int argc, char **argv)
 {
@@ -641,6 +665,7 @@ int main(int argc, char **argv)
     phase_t ph[PH_COUNT] = {
         [PH_PUT_COLD] = {.name = "put (first fill)", .ref_name = "zhashx_insert"},
         [PH_PUT] = {.name = "put", .ref_name = "zhashx_insert"},
+        [PH_PUT_FULL] = {.name = "put, store full", .ref_name = "zhashx_insert (no limit)"},
         [PH_GET] = {.name = "get", .ref_name = "zhashx_lookup+memcpy"},
         [PH_GET_MT] = {.name = "get", .ref_name = "zhashx_lookup+memcpy, one mutex"},
         [PH_APPLY] = {.name = "apply", .ref_name = "zhashx_insert"},
@@ -667,6 +692,7 @@ int main(int argc, char **argv)
     if (st.sessions != f.n)
         bench_die("store holds %" PRIu64 " sessions after %zu puts", st.sessions, f.n);
     mem.store_acct = (double) st.bytes / (double) f.n - (double) f.vsize;
+    uint64_t full_bytes = st.bytes;
     zhashx_destroy(&ref);
     store_free(&store);
 
@@ -772,6 +798,33 @@ int main(int argc, char **argv)
         }
     }
 
+    /* Puts into a full store: a memory limit of half what the fill took,
+     * the first half of the sessions put untimed, so that each timed put of
+     * the second half evicts one session (sampled from the whole store's
+     * memory). The reference inserts the same second half into a table
+     * holding the first. */
+    size_t half = f.n / 2;
+    uint64_t evictions = 0;
+    for (int r = 0; r < p.repeat; r++) {
+        for (int side = 0; side < 2; side++) {
+            if ((side == 0) == (r % 2 == 0)) {
+                ref = ref_new();
+                fill_ref_range(&f, ref, 0, half);
+                add(&ph[PH_PUT_FULL].ref, fill_ref_range(&f, ref, half, f.n));
+                zhashx_destroy(&ref);
+            } else {
+                store = store_new_limited(1, &cap, g_slab, (size_t) full_bytes / 2);
+                fill_store_range(&f, store, 0, half);
+                sn_store_stats(store, &st);
+                uint64_t before = st.evictions;
+                add(&ph[PH_PUT_FULL].store, fill_store_range(&f, store, half, f.n));
+                sn_store_stats(store, &st);
+                evictions += st.evictions - before;
+                store_free(&store);
+            }
+        }
+    }
+
     printf("\nops/s%17s %10s [%9s..%9s] %10s [%9s..%9s] %7s  reference\n", "", "store", "min",
            "max", "zhashx", "min", "max", "ratio");
     for (int i = 0; i < nphases; i++)
@@ -780,6 +833,10 @@ int main(int argc, char **argv)
     printf("  (first fill: one round on untouched memory, page faults included;\n"
            "   other rows: median of %d rounds, [min..max], ratio = store / zhashx medians)\n",
            p.repeat);
+    printf("  put, store full: %.2f evictions a put, %.0f ns more a put than into room\n",
+           (double) evictions / ((double) p.repeat * (double) (f.n - half)),
+           1e9 / summarize(&ph[PH_PUT_FULL].store).median -
+               1e9 / summarize(&ph[PH_PUT].store).median);
     printf("  single-threaded gets emitted %.2f touch deltas per read (touch interval %s)\n",
            touches, p.touch_interval ? "set by --touch-interval" : "the store's default");
 

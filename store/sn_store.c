@@ -814,26 +814,51 @@ static void unlink_entry(sn_store_t *self, shard_t *sh, sn_entry_t **slot)
     block_free(self, e);
 }
 
+/* Chain c of a shard's eviction walk: the new table's buckets, then the old
+ * one's not yet moved. */
+static sn_entry_t **chain_at(shard_t *sh, uint64_t c, uint32_t nb)
+{
+    return c < nb ? &sh->buckets[c] : &sh->old[sh->moved + (c - nb)];
+}
+
+static void prefetch_chain(shard_t *sh, uint64_t c, uint32_t nb)
+{
+    const sn_entry_t *e = *chain_at(sh, c, nb);
+    if (e)
+        __builtin_prefetch(e);
+}
+
 /* Evicts the least recently used of a sample of alive sessions in the shard,
  * sparing `keep`. Returns false if there is none to evict. */
 static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
 {
     sn_entry_t **best = NULL;
     int seen = 0;
-    /* the chains: the new table's buckets, then the old one's not yet moved */
     uint32_t nb = sh->mask + 1, nold = sh->old ? sh->old_mask + 1 - sh->moved : 0;
     uint64_t chains = (uint64_t) nb + nold;
-    uint64_t start = rng_next(&sh->rng);
+    uint64_t c = rng_next(&sh->rng) % chains;
+    /* The sampled entries lie anywhere in the store's memory, a cache miss
+     * each: the loads of the chains' heads are started SN_EVICT_SAMPLES
+     * chains ahead of the walk, so that they overlap instead of following
+     * one another (a full store spent most of its eviction time waiting). */
+    uint64_t ahead = chains < SN_EVICT_SAMPLES ? chains : SN_EVICT_SAMPLES, next = c;
+    for (uint64_t k = 0; k < ahead; k++) {
+        prefetch_chain(sh, next, nb);
+        next = next + 1 == chains ? 0 : next + 1;
+    }
     for (uint64_t k = 0; k < chains && seen < SN_EVICT_SAMPLES; k++) {
-        uint64_t c = (start + k) % chains;
-        sn_entry_t **pp = c < nb ? &sh->buckets[c] : &sh->old[sh->moved + (c - nb)];
-        for (; *pp; pp = &(*pp)->next) {
+        if (k + ahead < chains) {
+            prefetch_chain(sh, next, nb);
+            next = next + 1 == chains ? 0 : next + 1;
+        }
+        for (sn_entry_t **pp = chain_at(sh, c, nb); *pp; pp = &(*pp)->next) {
             if (!(*pp)->alive || *pp == keep)
                 continue;
             seen++;
             if (!best || (*pp)->last_access_ms < (*best)->last_access_ms)
                 best = pp;
         }
+        c = c + 1 == chains ? 0 : c + 1;
     }
     if (!best)
         return false;
