@@ -24,6 +24,15 @@
  * class). Pages go back to the system only when the store is destroyed, as
  * in memcached's slabs. Larger blocks use malloc.
  *
+ * Past the first 64 MiB, mappings are marked for transparent huge pages
+ * (MADV_HUGEPAGE; used where the system's setting is "madvise" or
+ * "always"): a large store's sessions are read, written and sampled for
+ * eviction at random over all its memory, and with 4 KiB pages nearly every
+ * one touched is a TLB miss as well as a cache miss. A huge page is faulted
+ * in whole, so a class being carved may hold up to 2 MiB more resident than
+ * it has faulted in; a small store, which could not spare that, keeps small
+ * pages.
+ *
  * One mutex guards it all: it is taken for a few instructions under a shard
  * lock, so it is the innermost lock of the store.
  */
