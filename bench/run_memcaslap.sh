@@ -44,6 +44,10 @@
 #                                                    before each daemon's turn,
 #                                                    as it is before the first
 #                                                    one's (memcached's turn)
+#   bash bench/run_memcaslap.sh --tier --pin --fill  first load every server
+#                                                    until it evicts, so that
+#                                                    the rounds run on full
+#                                                    stores from the start
 #
 # Without --daemon it configures a Release tree (--build DIR, default
 # build-release/) with tests and benchmarks off and builds the daemon only.
@@ -63,6 +67,7 @@ sets=""
 pin=0
 threads=0
 rest=0
+fill=0
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -81,6 +86,7 @@ while (($#)); do
     --threads) threads=1; shift ;;
     --sets) sets=$2; shift 2 ;;
     --rest) rest=$2; shift 2 ;;
+    --fill) fill=1; shift ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -275,6 +281,26 @@ if ((tier)); then
     echo "  total_malloced $malloced of $limit bytes; $(mc_cmd "$tport" flush_all)"
 fi
 
+if ((fill)); then
+    # Every server's memory taken before the rounds, so that each round
+    # measures the steady state of a full store (every new key evicting
+    # one), not the first touch of its memory: on these VMs a page's first
+    # touch costs some 3 s per GiB, and a server that filled during the
+    # rounds paid it in whichever rounds it happened to be filling.
+    echo "== filling every server past its memory limit (--fill)"
+    for sys in "${systems[@]}"; do
+        port=${target_port[$sys]}
+        for ((i = 0; i < 24; i++)); do
+            "${on_other[@]}" memcaslap -s "127.0.0.1:$port" -F "$conf" -T 2 -c 64 -t 5s \
+                >/dev/null 2>&1 || true
+            evicted=$(mc_stat "$port" evictions)
+            ((${evicted:-0} > 0)) && break
+        done
+        echo "  $sys: ${evicted:-?} evicted after $(((i + 1) * 5)) s of load"
+        ((${evicted:-0} > 0)) || { echo "run_memcaslap.sh: $sys did not fill" >&2; exit 1; }
+    done
+fi
+
 # thread_ticks PID: "NAME TICKS" per thread (the name may repeat: summed)
 thread_ticks() {
     local t f c
@@ -428,8 +454,9 @@ if [[ -n $perf_dir ]]; then
             >"$perf_dir/perf-$sys.log" 2>&1 &
         perf_pid=$!
         "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 \
-            -t "${secs}s" >/dev/null 2>&1 || true
+            -t "${secs}s" >"$perf_dir/memcaslap-$sys.log" 2>&1 || true
         wait "$perf_pid" || true
+        echo "   memcaslap under perf: $(grep -E 'TPS' "$perf_dir/memcaslap-$sys.log" | tail -n 1)"
         perf report -i "$perf_dir/perf-$sys.data" --no-children --percent-limit 1.5 \
             --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -n 25 || true
     done
