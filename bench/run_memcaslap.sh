@@ -44,6 +44,11 @@
 #                                                    before each daemon's turn,
 #                                                    as it is before the first
 #                                                    one's (memcached's turn)
+#   bash bench/run_memcaslap.sh --tier --pin --loader build-release/bench/mc_load
+#                                                    drive the rounds with
+#                                                    bench/mc_load.c, which
+#                                                    needs a fraction of
+#                                                    memcaslap's CPU (sets only)
 #   bash bench/run_memcaslap.sh --tier --pin --fill  first load every server
 #                                                    until it evicts, so that
 #                                                    the rounds run on full
@@ -68,6 +73,7 @@ pin=0
 threads=0
 rest=0
 fill=0
+load=(memcaslap)
 
 usage() {
     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -87,6 +93,7 @@ while (($#)); do
     --sets) sets=$2; shift 2 ;;
     --rest) rest=$2; shift 2 ;;
     --fill) fill=1; shift ;;
+    --loader) load=("$2"); shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -291,7 +298,7 @@ if ((fill)); then
     for sys in "${systems[@]}"; do
         port=${target_port[$sys]}
         for ((i = 0; i < 24; i++)); do
-            "${on_other[@]}" memcaslap -s "127.0.0.1:$port" -F "$conf" -T 2 -c 64 -t 5s \
+            "${on_other[@]}" "${load[@]}" -s "127.0.0.1:$port" -F "$conf" -T 2 -c 64 -t 5s \
                 >/dev/null 2>&1 || true
             evicted=$(mc_stat "$port" evictions)
             ((${evicted:-0} > 0)) && break
@@ -327,7 +334,7 @@ if ((tier && rounds % 2)); then
     rounds=$((rounds + 1))
     echo "== $rounds rounds: an even number, so that each daemon goes first as often"
 fi
-echo "== load: memcaslap -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
+echo "== load: ${load[*]##*/} -s 127.0.0.1:PORT -F CONF -T 2 -c 64 -t ${secs}s" \
     "(CONF: 64 B keys, 1 KiB values, set fraction $sets)"
 printf '%-6s %-10s %10s %10s %9s %8s\n' round system ops/s gets sets server-cpu
 for ((r = 1; r <= rounds; r++)); do
@@ -342,7 +349,7 @@ for ((r = 1; r <= rounds; r++)); do
         before=$(cpu_ticks ${procs[$sys]})
         [[ $threads == 1 && $sys != memcached ]] && thread_ticks "${procs[$sys]%% *}" >"$tmp/th.before"
         out=$tmp/$sys.$r.out
-        timeout -k 5 $((secs + 60)) "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
+        timeout -k 5 $((secs + 60)) "${on_other[@]}" "${load[@]}" -s "127.0.0.1:${target_port[$sys]}" -F "$conf" \
             -T 2 -c 64 -t "${secs}s" >"$out" 2>&1 || {
             echo "run_memcaslap.sh: memcaslap against $sys failed:" >&2
             tail -n 20 "$out" >&2
@@ -453,7 +460,7 @@ if [[ -n $perf_dir ]]; then
         perf record -g -p "$pid" -o "$perf_dir/perf-$sys.data" -- sleep "$secs" \
             >"$perf_dir/perf-$sys.log" 2>&1 &
         perf_pid=$!
-        "${on_other[@]}" memcaslap -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 \
+        "${on_other[@]}" "${load[@]}" -s "127.0.0.1:${target_port[$sys]}" -F "$conf" -T 2 -c 64 \
             -t "${secs}s" >"$perf_dir/memcaslap-$sys.log" 2>&1 || true
         wait "$perf_pid" || true
         echo "   memcaslap under perf: $(grep -E 'TPS' "$perf_dir/memcaslap-$sys.log" | tail -n 1)"
