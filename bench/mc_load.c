@@ -12,6 +12,9 @@
  *
  * It takes memcaslap's arguments, as far as the benchmark uses them:
  *   -s HOST:PORT  -F CONF  -c CONNECTIONS  -t SECONDSs  [-T THREADS, ignored]
+ *   [-P RATE]     sets a second in all (a "k" suffix: thousands), spread
+ *                 over the connections: a fixed offered load, so that two
+ *                 servers can be compared by their CPU a set at one rate
  * CONF is memcaslap's configuration: the key and value sizes are read from
  * its "key" and "value" sections (the first range of each); its "cmd"
  * section must give gets a fraction of 0. Every set is of a new key, in
@@ -44,6 +47,7 @@ typedef struct {
     size_t sent;        /* bytes of the current request written */
     size_t got;         /* bytes of its reply read */
     bool waiting;       /* the request is written, its reply not yet read */
+    bool held;          /* on the list of connections the rate holds back */
     char *req;          /* "set KEY 0 0 LEN\r\nVALUE\r\n" */
     size_t req_len;
     size_t key_at;      /* where the key's varying part starts in req */
@@ -129,21 +133,97 @@ static bool send_req(conn_t *c)
     return true;
 }
 
+/* The run's state: what main's loop and serve() share. */
+static struct {
+    uint64_t ops, errors, seq, started;
+    double rate;                 /* sets a second; 0: as fast as replies come */
+    double t0, end;
+    conn_t **idle;               /* connections held back by the rate */
+    int nidle;
+} g;
+
+/* May another set start now, within the rate? */
+static bool may_start(void)
+{
+    return g.rate <= 0 || (double) g.started < g.rate * (now_s() - g.t0);
+}
+
+/* Moves a connection along as far as it goes without waiting: its request
+ * out, its reply in, the next request out (within the rate), ... */
+static void serve(conn_t *cc)
+{
+    for (;;) {
+        if (!cc->waiting) {
+            if (cc->sent == 0) {
+                if (!may_start()) {
+                    /* (a connection held back may still get write events) */
+                    if (!cc->held)
+                        g.idle[g.nidle++] = cc;
+                    cc->held = true;
+                    return;
+                }
+                g.started++;
+            }
+            if (!send_req(cc))
+                die("write: %s", strerror(errno));
+            if (!cc->waiting)
+                return;   /* socket full: EPOLLOUT resumes it */
+        }
+        ssize_t r = read(cc->fd, cc->reply + cc->got, sizeof cc->reply - cc->got);
+        if (r == 0)
+            die("%s", "the server closed a connection");
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                return;
+            die("read: %s", strerror(errno));
+        }
+        cc->got += (size_t) r;
+        char *eol = memchr(cc->reply, '\n', cc->got);
+        if (!eol) {
+            if (cc->got == sizeof cc->reply)
+                die("%s", "a reply line too long");
+            continue;
+        }
+        size_t line = (size_t) (eol - cc->reply) + 1;
+        if (line != REPLY_LEN || memcmp(cc->reply, REPLY, REPLY_LEN) != 0) {
+            g.errors++;
+            if (g.errors == 1)
+                fprintf(stderr, "mc_load: reply '%.*s'\n", (int) line - 2, cc->reply);
+        }
+        memmove(cc->reply, cc->reply + line, cc->got - line);
+        cc->got -= line;
+        g.ops++;
+        cc->waiting = false;
+        cc->sent = 0;
+        next_key(cc, ++g.seq);
+        if (now_s() >= g.end)
+            return;
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *server = NULL, *conf = NULL;
     int conns = 64;
     double secs = 10;
     int opt;
-    while ((opt = getopt(argc, argv, "s:F:c:t:T:")) != -1) {
+    while ((opt = getopt(argc, argv, "s:F:c:t:T:P:")) != -1) {
         switch (opt) {
         case 's': server = optarg; break;
         case 'F': conf = optarg; break;
         case 'c': conns = atoi(optarg); break;
         case 't': secs = atof(optarg); break;
         case 'T': break;   /* one thread is enough */
+        case 'P': {
+            char *unit;
+            g.rate = strtod(optarg, &unit);
+            if (*unit == 'k' || *unit == 'K')
+                g.rate *= 1000;
+            break;
+        }
         default:
-            fprintf(stderr, "usage: mc_load -s HOST:PORT -F CONF [-c CONNS] [-t SECONDSs]\n");
+            fprintf(stderr, "usage: mc_load -s HOST:PORT -F CONF [-c CONNS] [-t SECONDSs] "
+                            "[-P SETS_PER_SECOND[k]]\n");
             return 2;
         }
     }
@@ -194,69 +274,44 @@ int main(int argc, char **argv)
     /* keys new across runs too: the counter starts at a random point */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ops = 0, errors = 0;
-    uint64_t seq = ((uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec) * 0x9e3779b97f4a7c15ull ^
-                   (uint64_t) getpid();
+    g.seq = ((uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec) *
+                0x9e3779b97f4a7c15ull ^
+            (uint64_t) getpid();
     for (int i = 0; i < conns; i++)
-        next_key(&c[i], seq++);
-    double t0 = now_s(), end = t0 + secs;
+        next_key(&c[i], g.seq++);
+    g.idle = calloc((size_t) conns, sizeof *g.idle);
+    if (!g.idle)
+        die("%s", "out of memory");
+    g.t0 = now_s();
+    g.end = g.t0 + secs;
     struct epoll_event evs[CONNS_MAX];
-    while (now_s() < end) {
-        int n = epoll_wait(ep, evs, CONNS_MAX, 100);
+    while (now_s() < g.end) {
+        /* connections the rate held back start first, oldest first */
+        int held = g.nidle;
+        g.nidle = 0;
+        for (int k = 0; k < held; k++) {
+            g.idle[k]->held = false;
+            serve(g.idle[k]);
+        }
+        int n = epoll_wait(ep, evs, CONNS_MAX, g.nidle ? 1 : 100);
         for (int k = 0; k < n; k++) {
-            conn_t *cc = &c[evs[k].data.u32];
             if (evs[k].events & (EPOLLERR | EPOLLHUP))
                 die("%s", "a connection failed (is the server up?)");
-            for (;;) {
-                if (!cc->waiting) {
-                    if (!send_req(cc))
-                        die("write: %s", strerror(errno));
-                    if (!cc->waiting)
-                        break;   /* socket full: EPOLLOUT resumes it */
-                }
-                ssize_t r = read(cc->fd, cc->reply + cc->got, sizeof cc->reply - cc->got);
-                if (r == 0)
-                    die("%s", "the server closed a connection");
-                if (r < 0) {
-                    if (errno == EAGAIN || errno == EINTR)
-                        break;
-                    die("read: %s", strerror(errno));
-                }
-                cc->got += (size_t) r;
-                char *eol = memchr(cc->reply, '\n', cc->got);
-                if (!eol) {
-                    if (cc->got == sizeof cc->reply)
-                        die("%s", "a reply line too long");
-                    continue;
-                }
-                size_t line = (size_t) (eol - cc->reply) + 1;
-                if (line != REPLY_LEN || memcmp(cc->reply, REPLY, REPLY_LEN) != 0) {
-                    errors++;
-                    if (errors == 1)
-                        fprintf(stderr, "mc_load: reply '%.*s'\n", (int) line - 2, cc->reply);
-                }
-                memmove(cc->reply, cc->reply + line, cc->got - line);
-                cc->got -= line;
-                ops++;
-                cc->waiting = false;
-                cc->sent = 0;
-                next_key(cc, ++seq);
-                if (now_s() >= end)
-                    break;
-            }
+            serve(&c[evs[k].data.u32]);
         }
     }
-    double t = now_s() - t0;
+    double t = now_s() - g.t0;
     printf("Run time: %.1fs Ops: %llu TPS: %.0f Net_rate: %.1fM/s\n", t,
-           (unsigned long long) ops, (double) ops / t,
-           (double) ops * (double) c[0].req_len / t / 1e6);
-    printf("cmd_get: 0\ncmd_set: %llu\nerrors: %llu\n", (unsigned long long) ops,
-           (unsigned long long) errors);
+           (unsigned long long) g.ops, (double) g.ops / t,
+           (double) g.ops * (double) c[0].req_len / t / 1e6);
+    printf("cmd_get: 0\ncmd_set: %llu\nerrors: %llu\n", (unsigned long long) g.ops,
+           (unsigned long long) g.errors);
     for (int i = 0; i < conns; i++) {
         close(c[i].fd);
         free(c[i].req);
     }
     free(c);
+    free(g.idle);
     close(ep);
-    return errors ? 1 : 0;
+    return g.errors ? 1 : 0;
 }

@@ -49,6 +49,9 @@
 #                                                    bench/mc_load.c, which
 #                                                    needs a fraction of
 #                                                    memcaslap's CPU (sets only)
+#   bash bench/run_memcaslap.sh --tier --pin --threads \
+#       --loader "build-release/bench/mc_load -P 30k"  at a fixed rate: compare
+#                                                    the daemons' CPU a set
 #   bash bench/run_memcaslap.sh --tier --pin --fill  first load every server
 #                                                    until it evicts, so that
 #                                                    the rounds run on full
@@ -93,7 +96,7 @@ while (($#)); do
     --sets) sets=$2; shift 2 ;;
     --rest) rest=$2; shift 2 ;;
     --fill) fill=1; shift ;;
-    --loader) load=("$2"); shift 2 ;;
+    --loader) read -ra load <<<"$2"; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
     esac
