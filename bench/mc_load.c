@@ -82,15 +82,14 @@ static void read_conf(const char *path, size_t *key_len, size_t *value_len, doub
         unsigned long lo, hi;
         double frac;
         int cmd;
-        if (sscanf(line, "%15[a-z]", section) == 1 && line[0] >= 'a' && line[0] <= 'z')
-            continue;
+        if (sscanf(line, "%15[a-z]", section) == 1)
+            continue;   /* a section's name */
         if (!strcmp(section, "key") && sscanf(line, "%lu %lu", &lo, &hi) == 2)
             *key_len = lo;
         else if (!strcmp(section, "value") && sscanf(line, "%lu %lu", &lo, &hi) == 2)
             *value_len = lo;
         else if (!strcmp(section, "cmd") && sscanf(line, "%d %lf", &cmd, &frac) == 2 && cmd == 1)
             *gets = frac;
-        section[sizeof section - 1] = 0;
     }
     fclose(f);
 }
@@ -253,8 +252,7 @@ int main(int argc, char **argv)
         /* "ld" + connection + '-' ... 16 hex digits at the end */
         int n = snprintf(head, sizeof head, "set %s%04d-", "ld", i);
         size_t pad = key_len - (size_t) (n - 4) - 16;
-        c[i].req_len = (size_t) n + pad + 16 + 32 + value_len + 2;
-        c[i].req = malloc(c[i].req_len + 1);
+        c[i].req = malloc((size_t) n + pad + 16 + 32 + value_len + 2);
         if (!c[i].req)
             die("%s", "out of memory");
         memcpy(c[i].req, head, (size_t) n);

@@ -202,10 +202,10 @@ static run_t *take_run(sn_slab_t *self)
          * pages (where transparent huge pages are on, as with the usual
          * "madvise") made puts into a full store of 1M sessions of 1 KiB,
          * each evicting one, and random reads of them a sixth faster
-         * (docs/BENCHMARKS.md). The first regions
-         * stay on small pages, as a huge page fills in whole (up to 2 MiB
-         * more resident than faulted in, per class being carved), which
-         * only a large store can spare. */
+         * (docs/BENCHMARKS.md). The first regions stay on small pages, as
+         * a huge page fills in whole (up to 2 MiB more resident than
+         * faulted in, per class being carved), which only a large store
+         * can spare. */
         if (self->nregions >= HUGE_AFTER)
             (void) madvise(reg, REGION, MADV_HUGEPAGE);
         POISON(reg, REGION);

@@ -821,11 +821,18 @@ static sn_entry_t **chain_at(shard_t *sh, uint64_t c, uint32_t nb)
     return c < nb ? &sh->buckets[c] : &sh->old[sh->moved + (c - nb)];
 }
 
-static void prefetch_chain(shard_t *sh, uint64_t c, uint32_t nb)
+static uint64_t chain_after(uint64_t c, uint64_t chains)
 {
-    const sn_entry_t *e = *chain_at(sh, c, nb);
+    return c + 1 == chains ? 0 : c + 1;
+}
+
+/* Starts loading the head of chain *c, and moves *c on to the next. */
+static void prefetch_chain(shard_t *sh, uint64_t *c, uint64_t chains, uint32_t nb)
+{
+    const sn_entry_t *e = *chain_at(sh, *c, nb);
     if (e)
         __builtin_prefetch(e);
+    *c = chain_after(*c, chains);
 }
 
 /* Evicts the least recently used of a sample of alive sessions in the shard,
@@ -842,15 +849,11 @@ static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
      * chains ahead of the walk, so that they overlap instead of following
      * one another (a full store spent most of its eviction time waiting). */
     uint64_t ahead = chains < SN_EVICT_SAMPLES ? chains : SN_EVICT_SAMPLES, next = c;
-    for (uint64_t k = 0; k < ahead; k++) {
-        prefetch_chain(sh, next, nb);
-        next = next + 1 == chains ? 0 : next + 1;
-    }
+    for (uint64_t k = 0; k < ahead; k++)
+        prefetch_chain(sh, &next, chains, nb);
     for (uint64_t k = 0; k < chains && seen < SN_EVICT_SAMPLES; k++) {
-        if (k + ahead < chains) {
-            prefetch_chain(sh, next, nb);
-            next = next + 1 == chains ? 0 : next + 1;
-        }
+        if (k + ahead < chains)
+            prefetch_chain(sh, &next, chains, nb);
         for (sn_entry_t **pp = chain_at(sh, c, nb); *pp; pp = &(*pp)->next) {
             if (!(*pp)->alive || *pp == keep)
                 continue;
@@ -858,7 +861,7 @@ static bool evict_one(sn_store_t *self, shard_t *sh, const sn_entry_t *keep)
             if (!best || (*pp)->last_access_ms < (*best)->last_access_ms)
                 best = pp;
         }
-        c = c + 1 == chains ? 0 : c + 1;
+        c = chain_after(c, chains);
     }
     if (!best)
         return false;
