@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -31,6 +32,8 @@
 #define FLUSH_MS_DEFAULT 20
 #define BATCH 256                   /* commands between checks of the stop deadline */
 #define SEND_AT (256u << 10)        /* a server's commands go out once this many bytes wait */
+#define EXT_MIN 256                 /* a copy this long is sent from its job (one iovec), not copied */
+#define IOV_BATCH 256               /* pieces of the stream a sendmsg takes */
 #define CONNECT_MS 500              /* for a server to accept a connection */
 #define IO_WAIT_MS 1000             /* for a server to take more bytes */
 #define RETRY_MS 1000               /* before a failed server is tried again */
@@ -78,6 +81,14 @@ typedef struct {
     size_t n;
 } jobset_t;
 
+/* A job's own copy in a server's stream of commands: the stream is buf up
+ * to `at`, then these bytes, then buf from `at` on. */
+typedef struct {
+    size_t at;
+    const char *bytes;
+    size_t len;
+} ext_t;
+
 /* One server of the tier, as the thread writes to it: a connection of its
  * own, and the commands of this round not yet sent, with their jobs (freed
  * once their bytes are with the kernel, queued again if sending fails). */
@@ -87,8 +98,10 @@ typedef struct {
     char *name;                 /* "HOST:PORT", for the log */
     int fd;                     /* -1: not connected */
     uint64_t retry_at_ms;       /* after a failure, not tried again before this */
-    char *buf;
+    char *buf;                  /* the commands' text, and the copies not in ext */
     size_t len, cap;
+    ext_t *ext;                 /* the copies sent from their jobs, in order */
+    size_t next, ext_cap, ext_bytes;
     job_t **jobs;
     size_t njobs, jobs_cap;
 } server_t;
@@ -518,15 +531,17 @@ static void failed(sn_tier_t *t, const char *what, const char *key, const char *
 }
 
 /* The writers. The copies go out as text-protocol commands with "noreply",
- * pipelined into a buffer per server and sent a quarter of a megabyte at a
- * time: a reply per command would cost a round trip and its system calls,
- * more than the session's own write here. Through libmemcached the same
+ * pipelined per server and sent a quarter of a megabyte at a time: a reply
+ * per command would cost a round trip and its system calls, more than the
+ * session's own write here. The commands' text goes into a buffer; a copy
+ * goes out from its job with sendmsg, since copying it into the buffer
+ * first took 18% of this thread's time. Through libmemcached the same
  * commands cost the thread some 0.9 us more a copy, the size of the write
  * path's margin (docs/BENCHMARKS.md); libmemcached still picks each key's
  * server (its ketama ring, as its reads expect) and does the reading.
- * Without replies a
- * command is known to have failed only when its bytes cannot be sent; those
- * the kernel took before a server died are lost with it, as its memory. */
+ * Without replies a command is known to have failed only when its bytes
+ * cannot be sent; those the kernel took before a server died are lost with
+ * it, as its memory. */
 
 static void srv_close(server_t *s)
 {
@@ -624,16 +639,51 @@ static void job_again(sn_tier_t *t, job_t *j)
         job_free(t, j);
 }
 
-/* Sends s's buffer. Its jobs are freed, or, if it cannot be sent (the
+/* Piece p of s's stream (buf and its copies, alternately), in *ptr and
+ * the return value; p runs from 0 to 2 * s->next. */
+static size_t srv_piece(const server_t *s, size_t p, const char **ptr)
+{
+    if (p % 2) {
+        *ptr = s->ext[p / 2].bytes;
+        return s->ext[p / 2].len;
+    }
+    size_t from = p ? s->ext[p / 2 - 1].at : 0, to = p / 2 < s->next ? s->ext[p / 2].at : s->len;
+    *ptr = s->buf + from;
+    return to - from;
+}
+
+/* Sends s's stream. Its jobs are freed, or, if it cannot be sent (the
  * connection broke, or the server took nothing for IO_WAIT_MS), queued
  * again, each counted as a failure, and the server rests for RETRY_MS. */
 static void srv_send(sn_tier_t *t, server_t *s)
 {
     const char *why = NULL;
-    for (size_t off = 0; off < s->len && !why;) {
-        ssize_t n = send(s->fd, s->buf + off, s->len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            off += (size_t) n;
+    size_t p = 0, off = 0, pieces = 2 * s->next + 1;   /* the next byte: piece p, at off */
+    while (p < pieces && !why) {
+        struct iovec iov[IOV_BATCH];
+        int n_iov = 0;
+        for (size_t q = p; q < pieces && n_iov < IOV_BATCH; q++) {
+            const char *b;
+            size_t len = srv_piece(s, q, &b);
+            size_t skip = q == p ? off : 0;
+            if (len > skip)
+                iov[n_iov++] = (struct iovec){(void *) (b + skip), len - skip};
+        }
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t) n_iov};
+        ssize_t n = n_iov ? sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
+        if (n > 0 || (n == 0 && !n_iov)) {
+            /* past the n bytes sent, and any empty pieces */
+            size_t left = (size_t) n;
+            for (const char *b; p < pieces; p++, off = 0) {
+                size_t len = srv_piece(s, p, &b) - off;
+                if (left < len) {
+                    off += left;
+                    break;
+                }
+                left -= len;
+            }
+        } else if (n == 0) {
+            why = "connection lost";
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             int ev = wait_fd(s->fd, POLLOUT | POLLIN, IO_WAIT_MS);
             if (ev == 0)
@@ -661,6 +711,8 @@ static void srv_send(sn_tier_t *t, server_t *s)
         }
     }
     s->len = 0;
+    s->next = 0;
+    s->ext_bytes = 0;
     s->njobs = 0;
 }
 
@@ -682,12 +734,27 @@ static char *put_u64(char *p, uint64_t v)
     return p;
 }
 
+/* `a` (or its reallocation) with room for an element past its n, or NULL
+ * without the memory (`a` is then as it was). */
+static void *room_for_one(void *a, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return a;
+    size_t more = *cap ? 2 * *cap : 256;
+    void *b = realloc(a, more * size);
+    if (b)
+        *cap = more;
+    return b;
+}
+
 /* Adds j's command to s: "set KEY 0 EXPTIME LEN noreply" and the copy, or
  * (copy NULL) "delete KEY noreply". False without the memory. */
 static bool srv_add(server_t *s, job_t *j, const char *key, size_t key_len, const char *copy,
                     size_t copy_len, time_t exptime)
 {
-    size_t need = s->len + key_len + copy_len + 64;
+    /* a copy of some size goes out from its job, not copied here */
+    bool ext = copy && copy == (const char *) job_copy(j) && copy_len >= EXT_MIN;
+    size_t need = s->len + key_len + (ext ? 0 : copy_len) + 64;
     if (need > s->cap) {
         size_t cap = s->cap ? s->cap : SEND_AT + (64u << 10);
         while (cap < need)
@@ -698,13 +765,15 @@ static bool srv_add(server_t *s, job_t *j, const char *key, size_t key_len, cons
         s->buf = buf;
         s->cap = cap;
     }
-    if (s->njobs == s->jobs_cap) {
-        size_t cap = s->jobs_cap ? 2 * s->jobs_cap : 256;
-        job_t **jobs = realloc(s->jobs, cap * sizeof *jobs);
-        if (!jobs)
+    job_t **jobs = room_for_one(s->jobs, &s->jobs_cap, s->njobs, sizeof *jobs);
+    if (!jobs)
+        return false;
+    s->jobs = jobs;
+    if (ext) {
+        ext_t *e = room_for_one(s->ext, &s->ext_cap, s->next, sizeof *e);
+        if (!e)
             return false;
-        s->jobs = jobs;
-        s->jobs_cap = cap;
+        s->ext = e;
     }
     char *p = s->buf + s->len;
     if (copy) {
@@ -715,7 +784,12 @@ static bool srv_add(server_t *s, job_t *j, const char *key, size_t key_len, cons
         *p++ = ' ';
         p = put_u64(p, copy_len);
         p = put(p, " noreply\r\n", 10);
-        p = put(p, copy, copy_len);
+        if (ext) {
+            s->ext[s->next++] = (ext_t){(size_t) (p - s->buf), copy, copy_len};
+            s->ext_bytes += copy_len;
+        } else {
+            p = put(p, copy, copy_len);
+        }
         p = put(p, "\r\n", 2);
     } else {
         p = put(p, "delete ", 7);
@@ -782,7 +856,7 @@ static void send_one(sn_tier_t *t, job_t *j, msgpack_sbuffer *sb)
         j->bits |= SENT_DELETE;
     else
         j->bits &= ~(uintptr_t) SENT_DELETE;
-    if (s->len >= SEND_AT)
+    if (s->len + s->ext_bytes >= SEND_AT)
         srv_send(t, s);
 }
 
@@ -1114,6 +1188,7 @@ static void servers_free(sn_tier_t *t)
         for (size_t k = 0; k < s->njobs; k++)   /* none, after a round */
             job_free(t, s->jobs[k]);
         free(s->jobs);
+        free(s->ext);
         free(s->buf);
         free(s->host);
         free(s->name);
