@@ -56,6 +56,13 @@
 #                                                    until it evicts, so that
 #                                                    the rounds run on full
 #                                                    stores from the start
+#   bash bench/run_memcaslap.sh --tier --pin --sink  the tier's server is
+#                                                    bench/tier_sink.c, which
+#                                                    parses and counts the
+#                                                    copies and keeps none: a
+#                                                    tier server on another
+#                                                    machine, whose CPU is
+#                                                    not the load generator's
 #
 # Without --daemon it configures a Release tree (--build DIR, default
 # build-release/) with tests and benchmarks off and builds the daemon only.
@@ -76,12 +83,12 @@ pin=0
 threads=0
 rest=0
 fill=0
+sink=0
 load=(memcaslap)
 
-usage() {
-    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
-    exit 2
-}
+me=run_memcaslap.sh
+# shellcheck source=bench/script_common.sh
+. "$root/bench/script_common.sh"
 while (($#)); do
     case $1 in
     --daemon) daemon=$2; shift 2 ;;
@@ -96,6 +103,7 @@ while (($#)); do
     --sets) sets=$2; shift 2 ;;
     --rest) rest=$2; shift 2 ;;
     --fill) fill=1; shift ;;
+    --sink) sink=1; shift ;;
     --loader) read -ra load <<<"$2"; shift 2 ;;
     -h | --help) usage ;;
     *) echo "run_memcaslap.sh: unknown argument '$1'" >&2; usage ;;
@@ -111,6 +119,7 @@ for tool in memcaslap memcached; do
 done
 
 on_node=() on_other=()
+((sink && !tier)) && { echo "run_memcaslap.sh: --sink goes with --tier" >&2; exit 2; }
 if ((pin)); then
     ((tier)) || { echo "run_memcaslap.sh: --pin goes with --tier" >&2; exit 2; }
     (($(nproc) >= 2)) || { echo "run_memcaslap.sh: --pin needs 2 CPUs" >&2; exit 1; }
@@ -129,40 +138,8 @@ if [[ -z $daemon ]]; then
 fi
 [[ -x $daemon ]] || { echo "run_memcaslap.sh: $daemon is not an executable" >&2; exit 1; }
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/sn-memcaslap.XXXXXX")
-pids=()
+with_tmp sn-memcaslap
 declare -A port_of cport_of pid_of
-# shellcheck disable=SC2317 # called by the trap
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-taken=" "
-# A port P with P and P+1 free, below the ephemeral range.
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 12000))
-        [[ $taken == *" $p "* || $taken == *" $((p + 1)) "* || $taken == *" $((p - 1)) "* ]] && continue
-        port_open "$p" || port_open "$((p + 1))" || break
-    done
-    taken+="$p $((p + 1)) "
-    echo "$p"
-}
-wait_port() {
-    local deadline=$((SECONDS + 20))
-    until port_open "$1"; do
-        kill -0 "$2" 2>/dev/null || { echo "run_memcaslap.sh: server pid $2 died" >&2; exit 1; }
-        ((SECONDS < deadline)) || { echo "run_memcaslap.sh: port $1 not open" >&2; exit 1; }
-        sleep 0.05
-    done
-}
 
 # start_sessnode NAME [JOIN CLUSTER PORTS...]: prints nothing, records the port.
 # $extra_args, if set, go to the daemon too.
@@ -170,7 +147,8 @@ extra_args=()
 start_sessnode() {
     local name=$1 port cport join="" p
     shift
-    port=$(free_port) cport=$(free_port)
+    free_port port
+    free_port cport
     for p in "$@"; do join+="${join:+,}127.0.0.1:$p"; done
     local args=(--listen "127.0.0.1:$port" --cluster "127.0.0.1:$cport" --name "$name"
         --max-memory "$mem" "${extra_args[@]}")
@@ -185,7 +163,8 @@ start_sessnode() {
 }
 
 echo "== servers"
-mport=$(free_port)
+mport=""
+free_port mport
 user=()
 ((EUID == 0)) && user=(-u memcache)
 "${on_other[@]}" memcached "${user[@]}" -l 127.0.0.1 -p "$mport" -U 0 -t 4 -m "$mem" </dev/null \
@@ -197,14 +176,22 @@ echo "  memcached: memcached ${user[*]} -l 127.0.0.1 -p $mport -U 0 -t 4 -m $mem
 start_sessnode single
 declare -A procs target_port
 if ((tier)); then
-    # the tier's own memcached, apart from the reference one
-    tport=$(free_port)
-    "${on_other[@]}" memcached "${user[@]}" -l 127.0.0.1 -p "$tport" -U 0 -t 2 -m "$mem" </dev/null \
-        2>"$tmp/tier-memcached.log" &
+    # the tier's own memcached, apart from the reference one, or the sink
+    tport=""
+    free_port tport
+    if ((sink)); then
+        "${CC:-cc}" -std=c11 -O2 -o "$tmp/tier_sink" "$root/bench/tier_sink.c"
+        "${on_other[@]}" "$tmp/tier_sink" "$tport" </dev/null 2>"$tmp/tier-memcached.log" &
+        tier_server="tier_sink $tport (bench/tier_sink.c)"
+    else
+        "${on_other[@]}" memcached "${user[@]}" -l 127.0.0.1 -p "$tport" -U 0 -t 2 -m "$mem" \
+            </dev/null 2>"$tmp/tier-memcached.log" &
+        tier_server="memcached ${user[*]} -l 127.0.0.1 -p $tport -U 0 -t 2 -m $mem"
+    fi
     pids+=($!)
     pid_of[tier-memcached]=$!
     wait_port "$tport" $!
-    echo "  tier: memcached ${user[*]} -l 127.0.0.1 -p $tport -U 0 -t 2 -m $mem"
+    echo "  tier: $tier_server"
     extra_args=(--tier "127.0.0.1:$tport")
     start_sessnode tiered
     extra_args=()
@@ -255,7 +242,7 @@ item_class() {
         END {if (cls) print size[cls]}'
 }
 
-if ((tier)); then
+if ((tier && !sink)); then
     # Filled with items of the slab class the node's copies take, so that
     # memcached's pages are in that class when the rounds start, as in a
     # server that has held such copies a while: after a fill of 1 KiB
@@ -440,10 +427,24 @@ if ((tier)); then
     # classes during the run) and whether the stores were full
     sleep 0.2   # the last round's copies
     st=$(mc_cmd "${port_of[tiered]}" stats)
-    echo "tiered node: $(sed -n -E 's/^STAT (tier_(queue|writes|failures|dropped)) /\1 /p' <<<"$st" |
+    echo "tiered node: $(sed -n -E 's/^STAT (tier_(queue|writes|touches|failures|dropped)) /\1 /p' <<<"$st" |
         paste -sd' ')"
-    echo "tier's memcached: slabs_moved $(mc_stat "$tport" slabs_moved);" \
-        "sessions evicted (--max-memory): node alone $(mc_stat "${port_of[single]}" evictions)," \
+    if ((sink)); then
+        # every copy the node counts as written reached the sink, parsed
+        sst=$(mc_cmd "$tport" stats)
+        echo "tier's sink: $(sed -n -E 's/^STAT ([a-z_]+) /\1 /p' <<<"$sst" | paste -sd' ')"
+        sets=$(sed -n 's/^STAT sets //p' <<<"$sst")
+        bad=$(sed -n 's/^STAT bad_lines //p' <<<"$sst")
+        copies=$(($(sed -n 's/^STAT tier_writes //p' <<<"$st") + $(sed -n 's/^STAT tier_touches //p' <<<"$st")))
+        if [[ $sets != "$copies" || $bad != 0 ]]; then
+            echo "run_memcaslap.sh: the sink took $sets sets ($bad lines it could not parse)" \
+                "where the node wrote $copies copies" >&2
+            exit 1
+        fi
+    else
+        echo "tier's memcached: slabs_moved $(mc_stat "$tport" slabs_moved)"
+    fi
+    echo "sessions evicted (--max-memory): node alone $(mc_stat "${port_of[single]}" evictions)," \
         "tiered node $(mc_stat "${port_of[tiered]}" evictions)"
 fi
 
