@@ -66,6 +66,13 @@ int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *s
                          uint8_t **out, size_t *out_len);
 
 /*
+ * sn_wire_size_bound - the most bytes the encoding of a delta or a state
+ * with this id length and state can take (whatever its integers' values), so
+ * that a buffer of that size never grows while one is written into it.
+ */
+size_t sn_wire_size_bound(uint32_t id_len, const sn_state_t *st);
+
+/*
  * sn_wire_append_state - the same encoding, appended to `sb` (a buffer the
  * caller keeps across calls, so that a stream of states, such as a
  * snapshot, costs no allocation per state). Same checks and return values;

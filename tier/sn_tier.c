@@ -281,12 +281,8 @@ static void job_free(sn_tier_t *t, job_t *j)
 static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
                             const sn_state_t *st, uintptr_t bits)
 {
-    /* room for the usual encoding (msgpack adds a few bytes a field), so
-     * that it rarely grows while it is written */
-    size_t est = JOB_HEAD(id_len) + 64 + id_len +
-                 24 * ((size_t) st->vv.n + st->dv.n + st->gc.n);
-    for (uint32_t i = 0; i < st->nattrs; i++)
-        est += 32 + st->attrs[i].name_len + st->attrs[i].value_len;
+    /* room for the largest encoding, so that it never grows while written */
+    size_t est = JOB_HEAD(id_len) + sn_wire_size_bound(id_len, st);
     if (atomic_load_explicit(&t->queued_bytes, memory_order_relaxed) + est >
         t->opt.queue_bytes)
         return NULL;   /* the likely answer, before the work of encoding */

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <malloc.h>
 #include <msgpack.h>
 
 #include "sn_store.h"
@@ -63,6 +64,7 @@ static void round_trip_delta(const sn_delta_t *d)
     uint8_t *buf;
     size_t len;
     assert_int_equal(sn_wire_encode_delta(d, &buf, &len), 0);
+    assert_true(len <= sn_wire_size_bound(d->id_len, &d->st));
     uint8_t *copy = malloc(len);
     assert_non_null(copy);
     memcpy(copy, buf, len);
@@ -87,6 +89,7 @@ static void round_trip_state(const uint8_t *id, uint32_t id_len, const sn_state_
     uint8_t *buf;
     size_t len;
     assert_int_equal(sn_wire_encode_state(id, id_len, st, &buf, &len), 0);
+    assert_true(len <= sn_wire_size_bound(id_len, st));
     uint8_t *copy = malloc(len);
     assert_non_null(copy);
     memcpy(copy, buf, len);
@@ -343,6 +346,49 @@ static void test_limits_round_trip(void **unused)
     free(names);
     free(attrs);
     free(dots);
+}
+
+/* The size bound is what a delta of the longest integers and byte-string
+ * headers takes, to the byte, and holds for the sample and the limits. */
+static void test_size_bound_is_the_longest_encoding(void **unused)
+{
+    (void) unused;
+    static uint8_t id[SN_ID_MAX], name[SN_NAME_MAX];
+    memset(id, 'i', sizeof id);
+    memset(name, 'n', sizeof name);
+    size_t value_len = 1u << 16;   /* a bin32 header */
+    uint8_t *value = calloc(1, value_len);
+    assert_non_null(value);
+    sn_dot_t dots[] = {{UINT64_MAX, UINT64_MAX}};
+    sn_attr_t attr = {name, SN_NAME_MAX, value, value_len, UINT32_MAX, UINT64_MAX, UINT64_MAX,
+                      false};
+    sn_delta_t d = {
+        .kind = SN_DELTA_DESTROY,
+        .id = id,
+        .id_len = SN_ID_MAX,
+        .dot = {UINT64_MAX, UINT64_MAX},
+        .st = {.vv = {1, dots}, .dv = {1, dots}, .gc = {1, dots}, .has_meta = true,
+               .max_inactive = UINT32_MAX, .meta_stamp = UINT64_MAX, .meta_origin = UINT64_MAX,
+               .last_access_ms = UINT64_MAX, .nattrs = 1, .attrs = &attr},
+    };
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(sn_wire_encode_delta(&d, &buf, &len), 0);
+    size_t bound = sn_wire_size_bound(d.id_len, &d.st);
+    /* short of the bound by what cannot take its longest form here: the
+     * kind (1 byte, not 5), the id's and the name's headers (2, not 5: ids
+     * and names are short) and the three vectors' and the attributes'
+     * arrays (1, not 5) */
+    assert_int_equal(len + 4 + 2 * 3 + 4 * 4, bound);
+    free(buf);
+    free(value);
+    size_t sample_len;
+    uint8_t *sample = encode_sample(&sample_len);
+    sn_delta_t s = sample_delta();
+    assert_true(sample_len <= sn_wire_size_bound(s.id_len, &s.st));
+    /* and the encoding's buffer is sized by it, not msgpack's 8 KiB start */
+    assert_true(malloc_usable_size(sample) < sn_wire_size_bound(s.id_len, &s.st) + 64);
+    free(sample);
 }
 
 /* ------------------------------------------------------------- format */
@@ -1165,6 +1211,7 @@ int main(void)
         cmocka_unit_test(test_state_round_trips),
         cmocka_unit_test(test_tombstone_state_with_empty_vectors_round_trips),
         cmocka_unit_test(test_limits_round_trip),
+        cmocka_unit_test(test_size_bound_is_the_longest_encoding),
         cmocka_unit_test(test_reference_delta_has_the_documented_bytes),
         cmocka_unit_test(test_integers_take_their_shortest_form),
         cmocka_unit_test(test_non_shortest_encodings_are_eproto),
