@@ -45,9 +45,8 @@ done
 
 with_tmp sn-ab
 
-for prog in mc_load tier_sink; do
-    "${CC:-cc}" -std=c11 -O2 -o "$tmp/$prog" "$root/bench/$prog.c"
-done
+compile_tool mc_load
+compile_tool tier_sink
 printf 'key\n64 64 1\nvalue\n1024 1024 1\ncmd\n0 1.0\n1 0.0\n' >"$tmp/conf"
 
 sink=""

@@ -180,7 +180,7 @@ if ((tier)); then
     tport=""
     free_port tport
     if ((sink)); then
-        "${CC:-cc}" -std=c11 -O2 -o "$tmp/tier_sink" "$root/bench/tier_sink.c"
+        compile_tool tier_sink
         "${on_other[@]}" "$tmp/tier_sink" "$tport" </dev/null 2>"$tmp/tier-memcached.log" &
         tier_server="tier_sink $tport (bench/tier_sink.c)"
     else

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # What the benchmark scripts that start servers share (sourced by
 # run_memcaslap.sh and run_daemon_ab.sh): their usage text, a temporary
-# directory and the processes to kill on exit, and ports on loopback. $me
-# names the script in errors.
+# directory and the processes to kill on exit, building the one-file tools,
+# and ports on loopback. $me names the script in errors, $root the tree.
 
 # The script's top comment, as its usage.
 usage() {
@@ -26,6 +26,11 @@ cleanup() {
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$tmp"
+}
+
+# compile_tool NAME: bench/NAME.c, a program of one file, built as $tmp/NAME
+compile_tool() {
+    "${CC:-cc}" -std=c11 -O2 -o "$tmp/$1" "${root:?}/bench/$1.c"
 }
 
 ports_taken=" "

@@ -120,26 +120,35 @@ static bool sn_wire_id_ok(const uint8_t *id, uint32_t id_len)
 #define MP_U32 5
 #define MP_U64 9
 
-size_t sn_wire_size_bound(uint32_t id_len, const sn_state_t *st)
+/* sn_wire_size_bound, given `raw`: the id's and the attributes' bytes, as
+ * sn_wire_state_ok sums them. */
+static size_t sn_wire_bound(uint64_t raw, const sn_state_t *st)
 {
-    /* a delta's head (the larger): its array, kind, id, dot and two
-     * vectors' headers; then the tail's fixed part: last access, meta,
+    /* a delta's head (the larger): its array, kind, id's header, dot and
+     * two vectors' headers; then the tail's fixed part: last access, meta,
      * the attributes' array and the GC vector's header */
-    size_t n = 1 + MP_U32 + MP_HEAD + id_len + 2 * MP_U64 + 2 * MP_HEAD + MP_U64 +
+    size_t n = 1 + MP_U32 + MP_HEAD + 2 * MP_U64 + 2 * MP_HEAD + MP_U64 +
                (1 + MP_U32 + 2 * MP_U64) + MP_HEAD + MP_HEAD;
     n += 2 * MP_U64 * ((size_t) st->vv.n + st->dv.n + st->gc.n);
-    for (uint32_t i = 0; i < st->nattrs; i++)
-        n += 1 + 2 * MP_HEAD + MP_U32 + 2 * MP_U64 + st->attrs[i].name_len +
-             (st->attrs[i].removed ? 0 : st->attrs[i].value_len);
-    return n;
+    /* each attribute's array, two byte strings' headers, flags and stamps */
+    n += (1 + 2 * MP_HEAD + MP_U32 + 2 * MP_U64) * (size_t) st->nattrs;
+    return n + (size_t) raw;
 }
 
-/* An empty buffer of sn_wire_size_bound's bytes: msgpack's own starts at
- * 8 KiB, which a queued delta of 1 KiB would otherwise hold to the end. If
- * the allocation fails, the first write tries again and fails the encoding. */
-static void sn_wire_sbuffer_for(msgpack_sbuffer *sb, uint32_t id_len, const sn_state_t *st)
+size_t sn_wire_size_bound(uint32_t id_len, const sn_state_t *st)
 {
-    size_t bound = sn_wire_size_bound(id_len, st);
+    uint64_t raw = id_len;
+    for (uint32_t i = 0; i < st->nattrs; i++)
+        raw += st->attrs[i].name_len + (st->attrs[i].removed ? 0u : st->attrs[i].value_len);
+    return sn_wire_bound(raw, st);
+}
+
+/* An empty buffer of sn_wire_bound's bytes: msgpack's own starts at 8 KiB,
+ * which a queued delta of 1 KiB would otherwise hold to the end. If the
+ * allocation fails, the first write tries again and fails the encoding. */
+static void sn_wire_sbuffer_for(msgpack_sbuffer *sb, uint64_t raw, const sn_state_t *st)
+{
+    size_t bound = sn_wire_bound(raw, st);
     sb->size = 0;
     sb->data = malloc(bound);
     sb->alloc = sb->data ? bound : 0;
@@ -158,7 +167,7 @@ int sn_wire_encode_delta(const sn_delta_t *d, uint8_t **out, size_t *out_len)
 
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    sn_wire_sbuffer_for(&sb, d->id_len, &d->st);
+    sn_wire_sbuffer_for(&sb, raw, &d->st);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     int err = msgpack_pack_array(&pk, SN_WIRE_DELTA_FIELDS);
     err |= msgpack_pack_uint32(&pk, (uint32_t) d->kind);
@@ -194,7 +203,7 @@ int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *s
 
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    sn_wire_sbuffer_for(&sb, id_len, st);
+    sn_wire_sbuffer_for(&sb, raw, st);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     return sn_wire_finish(&sb, sn_wire_pack_state(&pk, id, id_len, st), out, out_len);
 }

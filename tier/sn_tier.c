@@ -654,8 +654,9 @@ static size_t srv_piece(const server_t *s, size_t p, const char **ptr)
 static void srv_send(sn_tier_t *t, server_t *s)
 {
     const char *why = NULL;
+    size_t left = s->len + s->ext_bytes;
     size_t p = 0, off = 0, pieces = 2 * s->next + 1;   /* the next byte: piece p, at off */
-    while (p < pieces && !why) {
+    while (left && !why) {
         struct iovec iov[IOV_BATCH];
         int n_iov = 0;
         for (size_t q = p; q < pieces && n_iov < IOV_BATCH; q++) {
@@ -666,17 +667,18 @@ static void srv_send(sn_tier_t *t, server_t *s)
                 iov[n_iov++] = (struct iovec){(void *) (b + skip), len - skip};
         }
         struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t) n_iov};
-        ssize_t n = n_iov ? sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT) : 0;
-        if (n > 0 || (n == 0 && !n_iov)) {
-            /* past the n bytes sent, and any empty pieces */
-            size_t left = (size_t) n;
-            for (const char *b; p < pieces; p++, off = 0) {
-                size_t len = srv_piece(s, p, &b) - off;
-                if (left < len) {
-                    off += left;
+        ssize_t n = sendmsg(s->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            left -= (size_t) n;
+            /* past the n bytes sent */
+            for (size_t sent = (size_t) n, len; left; p++, off = 0) {
+                const char *b;
+                len = srv_piece(s, p, &b) - off;
+                if (sent < len) {
+                    off += sent;
                     break;
                 }
-                left -= len;
+                sent -= len;
             }
         } else if (n == 0) {
             why = "connection lost";
