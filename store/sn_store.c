@@ -1503,22 +1503,24 @@ static int local_write(sn_store_t *self, const void *id, size_t id_len, const wr
         }
         block = bigger;
     }
+    /* one copy of the stable vector for the state sink and a new
+     * session's delta */
+    sn_vv_t gc = {0, NULL};
+    if (self->opt.state_sink || (writing && !e)) {
+        gc = gc_copy(self);
+        dw_gc = gc.dots;
+    }
     if (self->opt.state_sink) {
         /* before the commit: st's names and values may point into the old
          * entry, which the commit frees */
-        st.gc = gc_copy(self);
+        st.gc = gc;
         self->opt.state_sink((const uint8_t *) id, (uint32_t) id_len, &st,
                              writing ? SN_DELTA_WRITE : SN_DELTA_DESTROY,
                              self->opt.state_sink_arg);
-        free(st.gc.dots);
         st.gc = (sn_vv_t){0, NULL};
     }
-    if (writing) {
-        if (!e) {
-            dw.st.gc = gc_copy(self);
-            dw_gc = dw.st.gc.dots;
-        }
-    }
+    if (writing && !e)
+        dw.st.gc = gc;
     commit_block(self, sh, l.h, id, id_len, &st, block, reserved);
     if (w->op == OP_ITEM && w->cas_out)
         *w->cas_out = attr.stamp;
