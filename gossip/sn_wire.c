@@ -228,6 +228,41 @@ int sn_wire_append_state(msgpack_sbuffer *sb, const uint8_t *id, uint32_t id_len
     return rc;
 }
 
+/* A buffer msgpack writes into that refuses to grow: where the bytes are
+ * not the buffer's to reallocate (a pad of the tier's copies). */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, len;
+} fixed_t;
+
+static int fixed_write(void *data, const char *b, size_t n)
+{
+    fixed_t *f = data;
+    if (n > f->cap - f->len)
+        return -1;
+    memcpy(f->buf + f->len, b, n);
+    f->len += n;
+    return 0;
+}
+
+int sn_wire_put_state(uint8_t *buf, size_t cap, size_t *len, const uint8_t *id,
+                      uint32_t id_len, const sn_state_t *st)
+{
+    if (!buf || !len || !st || !sn_wire_id_ok(id, id_len))
+        return SN_EINVAL;
+    uint64_t raw = id_len;
+    int rc = sn_wire_state_ok(st, &raw);
+    if (rc)
+        return rc;
+    fixed_t f = {buf, cap, 0};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &f, fixed_write);
+    if (sn_wire_pack_state(&pk, id, id_len, st) || f.len > SN_WIRE_FRAME_MAX)
+        return SN_ETOOBIG;
+    *len = f.len;
+    return 0;
+}
+
 /* ------------------------------------------------------------ decoding */
 
 /* Reader over one body: sn_mpack's reader, which counts and fills dots and

@@ -81,6 +81,15 @@ size_t sn_wire_size_bound(uint32_t id_len, const sn_state_t *st);
 int sn_wire_append_state(msgpack_sbuffer *sb, const uint8_t *id, uint32_t id_len,
                          const sn_state_t *st);
 
+/*
+ * sn_wire_put_state - the same encoding, written into buf[0..cap), which it
+ * never outgrows or reallocates: with cap at least sn_wire_size_bound(id_len,
+ * st) it fits. *len gets its length. Same checks and return values, and
+ * SN_ETOOBIG when cap is too small (buf then holds a part of the encoding).
+ */
+int sn_wire_put_state(uint8_t *buf, size_t cap, size_t *len, const uint8_t *id,
+                      uint32_t id_len, const sn_state_t *st);
+
 /* A decoded delta. Every pointer inside `delta` (id, vector entries,
  * attributes, their names and values) points into `mem`, one block owned by
  * this object: the message is independent of the buffer it was decoded from,

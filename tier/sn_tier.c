@@ -47,6 +47,9 @@
 #define DUMP_MAX (1u << 30)         /* a metadump longer than this is cut short */
 #define FETCH_NODES_MAX 32          /* copies asked for by one read-through */
 #define POOL_MAX 16                 /* read-through connections per server */
+#define PAD_BYTES (256u << 10)      /* the copies' pads (see pad_take) */
+#define PAD_COPY_MAX (16u << 10)    /* a larger copy has an allocation of its own */
+#define PADS_KEPT 8                 /* empty pads kept for the next copies */
 
 enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4,
        SENT_DELETE = 8 };   /* the thread's: this round's command deletes the copy */
@@ -60,7 +63,8 @@ enum { MARK_FULL = 1, MARK_TOUCH = 2, MARK_GONE = 4,
 typedef struct {
     uint64_t hash;              /* of the id (the store's), for the queue's table */
     uintptr_t bits;             /* MARK_* */
-    size_t bytes;               /* its copy's allocation, counted in queued_bytes */
+    size_t bytes;               /* its copy's room, counted in queued_bytes */
+    struct pad *pad;            /* the pad holding its copy; NULL: its own allocation */
     uint64_t last_access_ms;    /* the copy's, for its expiry */
     uint32_t max_inactive;
     uint32_t len;               /* the copy's length; 0: none, export it */
@@ -68,6 +72,21 @@ typedef struct {
     bool alive;                 /* the copy is of a live session, not a tombstone */
     char id[];                  /* the id, a NUL, then the copy */
 } job_t;
+
+/* Copies are carved end to end from pads of PAD_BYTES: the writer takes
+ * its bytes with a pointer's bump under a short lock, and the thread counts
+ * down the pads of a round's jobs under one lock, instead of a malloc by
+ * the writer and a free by the thread of each copy (glibc's slow path at
+ * this size, on another thread's arena). A pad whose jobs are all done is
+ * reused, its pages already in memory. The byte bound holds the memory:
+ * pads count whole in `held`, however few of their copies are still
+ * wanted. */
+typedef struct pad {
+    struct pad *next;           /* among the empty ones */
+    size_t used;                /* bytes handed out */
+    size_t live;                /* its jobs not yet done */
+    char bytes[];
+} pad_t;
 
 /* The queue's table: jobs by session id, open addressing with linear
  * probing in a power-of-two array at most half full. Entries are only
@@ -131,7 +150,13 @@ struct sn_tier {
     bool stop, boot_wanted, boot_done;
     uint64_t stop_by_ms;
     uint64_t drop_log_ms, drops_unlogged;
-    _Atomic size_t queued_bytes;    /* held by the queued copies */
+    _Atomic size_t queued_bytes;    /* the queued copies' room */
+    _Atomic size_t held;            /* memory for copies (pads, own allocations), bounded */
+
+    pthread_mutex_t pad_lock;       /* the pads; taken alone or inside `lock` */
+    pad_t *pad;                     /* the one copies are carved from */
+    pad_t *empty;                   /* up to PADS_KEPT, for reuse */
+    size_t kept;                    /* pads in `empty` */
 
     uint64_t fail_log_ms, fails_unlogged;   /* thread-owned */
     size_t left_out;                        /* thread-owned: cut off by the stop deadline */
@@ -268,12 +293,91 @@ static job_t *job_new(sn_tier_t *t, const void *id, size_t id_len, uintptr_t bit
     return job_init(t, j, id, id_len);
 }
 
+#define PAD_SIZE (sizeof(pad_t) + PAD_BYTES)
+
+/* `n` more bytes of memory for copies, if the bound allows them. */
+static bool hold(sn_tier_t *t, size_t n)
+{
+    size_t before = atomic_fetch_add_explicit(&t->held, n, memory_order_relaxed);
+    if (before + n <= t->opt.queue_bytes)
+        return true;
+    atomic_fetch_sub_explicit(&t->held, n, memory_order_relaxed);
+    return false;
+}
+
+static void unhold(sn_tier_t *t, size_t n)
+{
+    atomic_fetch_sub_explicit(&t->held, n, memory_order_relaxed);
+}
+
+/* A pad no job holds: kept for reuse, or freed past PADS_KEPT. Under
+ * pad_lock. */
+static void pad_done(sn_tier_t *t, pad_t *p)
+{
+    if (t->kept < PADS_KEPT) {
+        p->next = t->empty;
+        t->empty = p;
+        t->kept++;
+    } else {
+        free(p);
+        unhold(t, PAD_SIZE);
+    }
+}
+
+/* `n` bytes of the current pad for a copy, or NULL (a large copy, or no
+ * room for another pad within the byte bound) for the caller to allocate
+ * them itself. A full pad is left to its jobs. */
+static void *pad_take(sn_tier_t *t, size_t n, pad_t **owner)
+{
+    n = (n + 15) & ~(size_t) 15;   /* each copy aligned as malloc's */
+    if (n > PAD_COPY_MAX)
+        return NULL;
+    void *b = NULL;
+    pthread_mutex_lock(&t->pad_lock);
+    pad_t *p = t->pad;
+    if (p && p->used + n > PAD_BYTES) {
+        t->pad = NULL;
+        if (!p->live)
+            pad_done(t, p);
+        p = NULL;
+    }
+    if (!p && t->empty) {
+        p = t->empty;
+        t->empty = p->next;
+        t->kept--;
+    } else if (!p && hold(t, PAD_SIZE) && !(p = malloc(PAD_SIZE))) {
+        unhold(t, PAD_SIZE);
+    }
+    if (p) {
+        if (p != t->pad) {
+            p->used = 0;
+            p->live = 0;
+            t->pad = p;
+        }
+        b = p->bytes + p->used;
+        p->used += n;
+        p->live++;
+        *owner = p;
+    }
+    pthread_mutex_unlock(&t->pad_lock);
+    return b;
+}
+
 static void job_free(sn_tier_t *t, job_t *j)
 {
-    if (j) {
-        atomic_fetch_sub_explicit(&t->queued_bytes, j->bytes, memory_order_relaxed);
+    if (!j)
+        return;
+    atomic_fetch_sub_explicit(&t->queued_bytes, j->bytes, memory_order_relaxed);
+    pad_t *p = j->pad;
+    if (!p) {
+        unhold(t, j->bytes);
         free(j);
+        return;
     }
+    pthread_mutex_lock(&t->pad_lock);
+    if (!--p->live && p != t->pad)
+        pad_done(t, p);
+    pthread_mutex_unlock(&t->pad_lock);
 }
 
 /* A job holding the encoding of `st`, or NULL (over the byte bound, no
@@ -281,34 +385,74 @@ static void job_free(sn_tier_t *t, job_t *j)
 static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
                             const sn_state_t *st, uintptr_t bits)
 {
-    /* room for the largest encoding, so that it never grows while written */
+    /* room for the longest encoding, written in place */
     size_t est = JOB_HEAD(id_len) + sn_wire_size_bound(id_len, st);
-    if (atomic_load_explicit(&t->queued_bytes, memory_order_relaxed) + est >
-        t->opt.queue_bytes)
-        return NULL;   /* the likely answer, before the work of encoding */
-    msgpack_sbuffer sb = {.size = JOB_HEAD(id_len), .data = malloc(est), .alloc = est};
-    if (!sb.data)
-        return NULL;
-    if (sn_wire_append_state(&sb, id, id_len, st) != 0 ||
-        sb.size - JOB_HEAD(id_len) > UINT32_MAX) {
-        free(sb.data);
+    pad_t *pad = NULL;
+    job_t *j = pad_take(t, est, &pad);
+    if (!j) {
+        if (!hold(t, est))
+            return NULL;   /* before the work of encoding */
+        if (!(j = malloc(est))) {
+            unhold(t, est);
+            return NULL;
+        }
+    }
+    j->pad = pad;
+    j->bytes = est;
+    atomic_fetch_add_explicit(&t->queued_bytes, est, memory_order_relaxed);
+    size_t len;
+    if (sn_wire_put_state((uint8_t *) j + JOB_HEAD(id_len), est - JOB_HEAD(id_len), &len, id,
+                          id_len, st) != 0 ||
+        len > UINT32_MAX) {
+        job_free(t, j);
         return NULL;
     }
-    /* the bound itself, exact and shared with the other writers */
-    size_t before = atomic_fetch_add_explicit(&t->queued_bytes, sb.alloc, memory_order_relaxed);
-    if (before + sb.alloc > t->opt.queue_bytes) {
-        atomic_fetch_sub_explicit(&t->queued_bytes, sb.alloc, memory_order_relaxed);
-        free(sb.data);
-        return NULL;
-    }
-    job_t *j = (job_t *) (void *) sb.data;
     j->bits = bits;
-    j->bytes = sb.alloc;
     j->last_access_ms = st->last_access_ms;
     j->max_inactive = st->has_meta ? st->max_inactive : 0;
     j->alive = st->has_meta;
-    j->len = (uint32_t) (sb.size - JOB_HEAD(id_len));
+    j->len = (uint32_t) len;
     return job_init(t, j, id, id_len);
+}
+
+/* Frees a round's jobs, counting down each pad they hold under one lock,
+ * not one a job. */
+static void jobs_free(sn_tier_t *t, job_t **jobs, size_t n)
+{
+    enum { RUN = 8 };
+    pad_t *pads[RUN];
+    size_t live[RUN], np = 0, bytes = 0, own = 0;
+    for (size_t i = 0;; i++) {
+        job_t *j = i < n ? jobs[i] : NULL;
+        size_t k = 0;
+        if (j) {
+            bytes += j->bytes;
+            if (!j->pad) {
+                own += j->bytes;
+                free(j);
+                continue;
+            }
+            while (k < np && pads[k] != j->pad)
+                k++;
+        }
+        if (!j || k == RUN) {
+            pthread_mutex_lock(&t->pad_lock);
+            for (size_t m = 0; m < np; m++)
+                if (!(pads[m]->live -= live[m]) && pads[m] != t->pad)
+                    pad_done(t, pads[m]);
+            pthread_mutex_unlock(&t->pad_lock);
+            np = k = 0;
+            if (!j)
+                break;
+        }
+        if (k == np) {
+            pads[np] = j->pad;
+            live[np++] = 0;
+        }
+        live[k]++;
+    }
+    atomic_fetch_sub_explicit(&t->queued_bytes, bytes, memory_order_relaxed);
+    unhold(t, own);
 }
 
 #define JOBSET_MIN 1024
@@ -701,12 +845,15 @@ static void srv_send(sn_tier_t *t, server_t *s)
         for (size_t i = 0; i < s->njobs; i++)
             job_again(t, s->jobs[i]);
     } else {
+        uint64_t n[3] = {0};   /* deletes, writes, touches */
         for (size_t i = 0; i < s->njobs; i++) {
-            job_t *j = s->jobs[i];
-            count(j->bits & SENT_DELETE ? &t->st.deletes
-                  : j->bits & MARK_FULL ? &t->st.writes : &t->st.touches, 1);
-            job_free(t, j);
+            uintptr_t bits = s->jobs[i]->bits;
+            n[bits & SENT_DELETE ? 0 : bits & MARK_FULL ? 1 : 2]++;
         }
+        count(&t->st.deletes, n[0]);
+        count(&t->st.writes, n[1]);
+        count(&t->st.touches, n[2]);
+        jobs_free(t, s->jobs, s->njobs);
     }
     s->len = 0;
     s->next = 0;
@@ -1259,6 +1406,7 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
             goto fail;
     }
     pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->pad_lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1273,6 +1421,7 @@ sn_tier_t *sn_tier_new(const sn_tier_options_t *o, sn_store_t *store)
     return t;
 fail_sync:
     pthread_mutex_destroy(&t->lock);
+    pthread_mutex_destroy(&t->pad_lock);
     pthread_cond_destroy(&t->cond);
     pthread_cond_destroy(&t->done_cond);
 fail:
@@ -1309,7 +1458,15 @@ void sn_tier_destroy(sn_tier_t **self_p, uint32_t timeout_ms)
     free(t->dirty.slot);
     free(t->spare.slot);
     free(t->again.slot);
+    /* every job is gone: each pad is the current one or an empty one (the
+     * byte count goes with the tier) */
+    free(t->pad);
+    for (pad_t *p = t->empty, *next; p; p = next) {
+        next = p->next;
+        free(p);
+    }
     pthread_mutex_destroy(&t->lock);
+    pthread_mutex_destroy(&t->pad_lock);
     pthread_cond_destroy(&t->cond);
     pthread_cond_destroy(&t->done_cond);
     free(t->servers);

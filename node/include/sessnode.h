@@ -190,8 +190,9 @@ typedef struct {
     const char *tier;
     size_t tier_queue;          /* sessions waiting for the tier, at most; past it a
                                    change is not backed up (tier_dropped); 0 = 100000 */
-    size_t tier_queue_bytes;    /* memory the waiting sessions' copies take, at most
-                                   (each is encoded when written, while in cache);
+    size_t tier_queue_bytes;    /* memory for the waiting sessions' copies, at most
+                                   (each is encoded when written, while in cache,
+                                   into pads of 256 KiB that count whole);
                                    past it a session waits without one and is read
                                    from the store when its turn comes; 0 = 64 MiB */
     uint32_t tier_flush_ms;     /* at stop, time left to write what is queued;
@@ -323,7 +324,8 @@ typedef struct {
     /* the memcached tier (sn_config_t.tier); all 0 without one */
     uint64_t tier_queue;        /* sessions waiting to be written to the tier, or
                                    being written */
-    uint64_t tier_queue_bytes;  /* memory the queued copies take */
+    uint64_t tier_queue_bytes;  /* room the queued copies take (each its longest
+                                   encoding); 0 once the queue is empty */
     uint64_t tier_writes;       /* sessions written */
     uint64_t tier_touches;      /* sessions written again after accesses only */
     uint64_t tier_deletes;      /* copies deleted: destroyed elsewhere, or expired */

@@ -391,6 +391,36 @@ static void test_size_bound_is_the_longest_encoding(void **unused)
     free(sample);
 }
 
+static void test_put_state_writes_in_place_and_never_past_cap(void **unused)
+{
+    (void) unused;
+    sn_delta_t s = sample_delta();
+    uint8_t *enc;
+    size_t enc_len;
+    assert_int_equal(sn_wire_encode_state(s.id, s.id_len, &s.st, &enc, &enc_len), 0);
+    size_t bound = sn_wire_size_bound(s.id_len, &s.st);
+    uint8_t *buf = malloc(bound + 1);
+    assert_non_null(buf);
+    memset(buf, 0xaa, bound + 1);
+    size_t len = 0;
+    assert_int_equal(sn_wire_put_state(buf, bound, &len, s.id, s.id_len, &s.st), 0);
+    assert_int_equal(len, enc_len);
+    assert_memory_equal(buf, enc, len);
+    assert_int_equal(buf[bound], 0xaa);
+    /* a byte short: refused, and nothing written from the cap on */
+    memset(buf, 0xaa, bound + 1);
+    len = 0;
+    assert_int_equal(sn_wire_put_state(buf, enc_len - 1, &len, s.id, s.id_len, &s.st),
+                     SN_ETOOBIG);
+    assert_int_equal(len, 0);
+    for (size_t i = enc_len - 1; i <= bound; i++)
+        assert_int_equal(buf[i], 0xaa);
+    assert_int_equal(sn_wire_put_state(NULL, bound, &len, s.id, s.id_len, &s.st), SN_EINVAL);
+    assert_int_equal(sn_wire_put_state(buf, bound, NULL, s.id, s.id_len, &s.st), SN_EINVAL);
+    free(buf);
+    free(enc);
+}
+
 /* ------------------------------------------------------------- format */
 
 /* The example in docs/PROTOCOL.md, byte for byte. */
@@ -1212,6 +1242,7 @@ int main(void)
         cmocka_unit_test(test_tombstone_state_with_empty_vectors_round_trips),
         cmocka_unit_test(test_limits_round_trip),
         cmocka_unit_test(test_size_bound_is_the_longest_encoding),
+        cmocka_unit_test(test_put_state_writes_in_place_and_never_past_cap),
         cmocka_unit_test(test_reference_delta_has_the_documented_bytes),
         cmocka_unit_test(test_integers_take_their_shortest_form),
         cmocka_unit_test(test_non_shortest_encodings_are_eproto),
