@@ -246,15 +246,34 @@ def poll_compare(node, expected, absent, timeout):
 
 # ---------------------------------------------------------------- sessctl
 
+def stacks(pid):
+    """Every thread's stack of a process that should have ended, from gdb
+    (empty without it): what a hang waits on, for the failure's line."""
+    if not shutil.which("gdb"):
+        return ""
+    try:
+        g = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx",
+                            "-ex", "thread apply all bt"],
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return ""
+    lines = g.stdout.decode("utf-8", "replace").splitlines()
+    return "\n".join(l for l in lines if l.startswith(("#", "Thread")))
+
+
 def sessctl(exe, node, *args, timeout_ms=2000):
     cmd = [exe, "--node", node.addr, "--timeout", str(timeout_ms)] + list(args)
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
     try:
-        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=timeout_ms / 1000.0 + 10)
+        out, err = p.communicate(timeout=timeout_ms / 1000.0 + 10)
     except subprocess.TimeoutExpired:
-        return None, "", "sessctl did not return"
-    return (p.returncode, p.stdout.decode("utf-8", "replace"),
-            p.stderr.decode("utf-8", "replace"))
+        where = stacks(p.pid)
+        p.kill()
+        p.communicate()
+        return None, "", "sessctl did not return" + (
+            "; its threads:\n" + where if where else "")
+    return (p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
 
 def members(exe, node):

@@ -240,11 +240,13 @@ def run(args, tmp, daemons, checks):
                   str(got) if got is not None else raw)
     rc, out, err = tc.sessctl(args.sessctl, a, "members", timeout_ms=1000)
     checks.record("sessctl with X's certificate gets no answer from A",
-                  rc == 1 and "no answer" in err, "exit %s: %s" % (rc, err.strip()[:200]))
+                  rc == 1 and "no answer" in err,
+                  "exit %s: %s" % (rc, err.strip() if rc is None else err.strip()[:200]))
     del os.environ["SESSCTL_CERT"], os.environ["SESSCTL_ALLOW"]
     rc, out, err = tc.sessctl(args.sessctl, a, "members", timeout_ms=1000)
     checks.record("sessctl without a certificate gets no answer from A",
-                  rc == 1 and "no answer" in err, "exit %s: %s" % (rc, err.strip()[:200]))
+                  rc == 1 and "no answer" in err,
+                  "exit %s: %s" % (rc, err.strip() if rc is None else err.strip()[:200]))
     as_node(b)   # B's certificate, A's key found by its address
     rc, out, err = tc.sessctl(args.sessctl, a, "stats")
     refused = 0
