@@ -363,21 +363,55 @@ static void *pad_take(sn_tier_t *t, size_t n, pad_t **owner)
     return b;
 }
 
+/* Under one lock, the pads' jobs that are done (live[m] of pads[m]). */
+static void pads_count_down(sn_tier_t *t, pad_t **pads, const size_t *live, size_t np)
+{
+    if (!np)
+        return;
+    pthread_mutex_lock(&t->pad_lock);
+    for (size_t m = 0; m < np; m++)
+        if (!(pads[m]->live -= live[m]) && pads[m] != t->pad)
+            pad_done(t, pads[m]);
+    pthread_mutex_unlock(&t->pad_lock);
+}
+
+/* Frees n jobs: the pads of a round's jobs are counted down under one
+ * lock, not one a job. */
+static void jobs_free(sn_tier_t *t, job_t **jobs, size_t n)
+{
+    enum { RUN = 8 };
+    pad_t *pads[RUN];
+    size_t live[RUN], np = 0, bytes = 0, own = 0;
+    for (size_t i = 0; i < n; i++) {
+        job_t *j = jobs[i];
+        bytes += j->bytes;
+        if (!j->pad) {
+            own += j->bytes;
+            free(j);
+            continue;
+        }
+        size_t k = 0;
+        while (k < np && pads[k] != j->pad)
+            k++;
+        if (k == RUN) {
+            pads_count_down(t, pads, live, np);
+            np = k = 0;
+        }
+        if (k == np) {
+            pads[np] = j->pad;
+            live[np++] = 0;
+        }
+        live[k]++;
+    }
+    pads_count_down(t, pads, live, np);
+    atomic_fetch_sub_explicit(&t->queued_bytes, bytes, memory_order_relaxed);
+    unhold(t, own);
+}
+
 static void job_free(sn_tier_t *t, job_t *j)
 {
-    if (!j)
-        return;
-    atomic_fetch_sub_explicit(&t->queued_bytes, j->bytes, memory_order_relaxed);
-    pad_t *p = j->pad;
-    if (!p) {
-        unhold(t, j->bytes);
-        free(j);
-        return;
-    }
-    pthread_mutex_lock(&t->pad_lock);
-    if (!--p->live && p != t->pad)
-        pad_done(t, p);
-    pthread_mutex_unlock(&t->pad_lock);
+    if (j)
+        jobs_free(t, &j, 1);
 }
 
 /* A job holding the encoding of `st`, or NULL (over the byte bound, no
@@ -413,46 +447,6 @@ static job_t *job_with_copy(sn_tier_t *t, const uint8_t *id, uint32_t id_len,
     j->alive = st->has_meta;
     j->len = (uint32_t) len;
     return job_init(t, j, id, id_len);
-}
-
-/* Frees a round's jobs, counting down each pad they hold under one lock,
- * not one a job. */
-static void jobs_free(sn_tier_t *t, job_t **jobs, size_t n)
-{
-    enum { RUN = 8 };
-    pad_t *pads[RUN];
-    size_t live[RUN], np = 0, bytes = 0, own = 0;
-    for (size_t i = 0;; i++) {
-        job_t *j = i < n ? jobs[i] : NULL;
-        size_t k = 0;
-        if (j) {
-            bytes += j->bytes;
-            if (!j->pad) {
-                own += j->bytes;
-                free(j);
-                continue;
-            }
-            while (k < np && pads[k] != j->pad)
-                k++;
-        }
-        if (!j || k == RUN) {
-            pthread_mutex_lock(&t->pad_lock);
-            for (size_t m = 0; m < np; m++)
-                if (!(pads[m]->live -= live[m]) && pads[m] != t->pad)
-                    pad_done(t, pads[m]);
-            pthread_mutex_unlock(&t->pad_lock);
-            np = k = 0;
-            if (!j)
-                break;
-        }
-        if (k == np) {
-            pads[np] = j->pad;
-            live[np++] = 0;
-        }
-        live[k]++;
-    }
-    atomic_fetch_sub_explicit(&t->queued_bytes, bytes, memory_order_relaxed);
-    unhold(t, own);
 }
 
 #define JOBSET_MIN 1024
