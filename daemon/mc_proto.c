@@ -298,6 +298,7 @@ void mc_stats_each(mc_server_t *srv, mc_stat_fn fn, void *arg)
     stat_u64(fn, arg, "repl_full_fetches", ns.full_fetches);
     stat_u64(fn, arg, "repl_resyncs", ns.resyncs);
     stat_u64(fn, arg, "repl_resync_settled", ns.resync_settled);
+    stat_u64(fn, arg, "repl_resync_retries", ns.resync_retries);
     stat_u64(fn, arg, "repl_bad_frames", ns.bad_frames);
     stat_u64(fn, arg, "repl_apply_refused", ns.apply_refused);
     stat_u64(fn, arg, "repl_queue_overflows", ns.queue_overflows);

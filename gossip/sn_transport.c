@@ -111,6 +111,7 @@
 #define REDIAL_MS 5000              /* secured bus: a dead peer is dialled anew this often */
 #define RECONNECT_MAX_MS 5000       /* libzmq's reconnection back-off stops here */
 #define RELAY_MS 5000               /* catch-up rounds through a third member, at most */
+#define RESYNC_SILENT_MS 5000       /* an anti-entropy page unanswered this long is asked again */
 
 /* What the actor's epoll set watches: the actor pipe, the local queue's
  * wake-up pipe, SUB, ROUTER, the monitors of PUB, ROUTER and SUB (on a
@@ -270,9 +271,9 @@ struct sn_transport {
     struct {
         _Atomic uint64_t deltas_sent, batches_sent, sent_by_writers, deltas_received,
             deltas_dropped, duplicates, gaps_detected, repairs_requested, repaired,
-            full_fetches, resyncs, resync_settled, bad_frames, apply_refused, queue_overflows,
-            acks_timed_out, acks_refused, bytes_sent, bytes_received, snapshot_sessions,
-            members_learned, auth_refused, peers_without_key;
+            full_fetches, resyncs, resync_settled, resync_retries, bad_frames, apply_refused,
+            queue_overflows, acks_timed_out, acks_refused, bytes_sent, bytes_received,
+            snapshot_sessions, members_learned, auth_refused, peers_without_key;
     } st;
 
     zc_pool_t *zc;
@@ -1613,16 +1614,41 @@ static void start_resync(sn_transport_t *t, peer_t *p)
 {
     if (!p)
         return;
-    if (p->resyncing && mono_ms() - p->resync_ms < 5000) {
+    if (p->resyncing) {
         p->resync_again = true;
         return;
     }
-    /* (a round silent for 5 s lost its peer: start over) */
     p->resyncing = true;
     p->resync_cursor = 0;
     count(&t->st.resyncs, 1);
     tlog(t, SN_LOG_INFO, "anti-entropy with %s", p->address);
     resync_step(t, p);
+}
+
+/* A page's request or its answer is lost when libzmq drops a connection
+ * and makes it anew (a peer restarting, a link losing packets), and the
+ * round would wait for it for good, holding off every later round with
+ * that peer (start_resync, catch_up_through). So a round silent for
+ * RESYNC_SILENT_MS asks for its page again, and a round with a peer that
+ * died ends, to be run with another. */
+static void resync_check(sn_transport_t *t, uint64_t now)
+{
+    for (size_t i = 0; i < t->npeers; i++) {
+        peer_t *p = &t->peers[i];
+        if (!p->resyncing || now - p->resync_ms < RESYNC_SILENT_MS)
+            continue;
+        if (p->left || member_state(t, p, now) == SN_MEMBER_DEAD) {
+            p->resyncing = false;
+            p->resync_again = false;
+            tlog(t, SN_LOG_INFO, "anti-entropy with %s ended: the peer is gone", p->address);
+            t->resync_wanted = true;
+            continue;
+        }
+        count(&t->st.resync_retries, 1);
+        tlog(t, SN_LOG_INFO, "anti-entropy with %s: no answer for %llu ms, asking again",
+             p->address, (unsigned long long) (now - p->resync_ms));
+        resync_step(t, p);
+    }
 }
 
 typedef struct {
@@ -1824,6 +1850,12 @@ static void on_digest_rep(sn_transport_t *t, peer_t *p, const sn_msg_t *m)
         count(&t->st.full_fetches, n);
     }
     free(want);
+    /* A page asked for again (resync_check) may be answered twice: the
+     * second answer's differences are fetched like the first's, but the
+     * round goes on once. A scan always moves its cursor, so only such a
+     * repeat names as the next page the one already asked for. */
+    if (!p->resyncing || (!m->u.digest_rep.done && m->u.digest_rep.next_cursor == p->resync_cursor))
+        return;
     if (m->u.digest_rep.done && p->resync_again) {
         p->resync_again = false;
         p->resync_cursor = 0;
@@ -2499,9 +2531,10 @@ static void control_stats(sn_transport_t *t, msgpack_packer *pk)
 #define STATS_FIELDS(X)                                                                  \
     X(deltas_sent) X(batches_sent) X(sent_by_writers) X(deltas_received) X(deltas_dropped) \
     X(duplicates) X(gaps_detected) X(repairs_requested) X(repaired) X(full_fetches)        \
-    X(resyncs) X(resync_settled) X(bad_frames) X(apply_refused) X(queue_overflows)         \
-    X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received) X(snapshot_sessions) \
-    X(peers_alive) X(members_learned) X(auth_refused) X(peers_without_key)                \
+    X(resyncs) X(resync_settled) X(resync_retries) X(bad_frames) X(apply_refused)          \
+    X(queue_overflows) X(acks_timed_out) X(acks_refused) X(bytes_sent) X(bytes_received)   \
+    X(snapshot_sessions) X(peers_alive) X(members_learned) X(auth_refused)                 \
+    X(peers_without_key)                                                                   \
     X(tier_queue) X(tier_queue_bytes) X(tier_writes) X(tier_touches) X(tier_deletes) X(tier_failures)          \
     X(tier_dropped) X(tier_boot_sessions) X(tier_boot_ms) X(tier_reads) X(tier_read_hits)
 #define COUNT_(f) +1
@@ -2727,7 +2760,13 @@ static bool on_dealer(sn_transport_t *t, peer_t *p)
             switch (m->type) {
             case SN_MSG_REPAIR_REP: on_repair_rep(t, p, m); break;
             case SN_MSG_SNAP_CHUNK: on_snap_chunk(t, p, m); break;
-            case SN_MSG_DIGEST_REP: on_digest_rep(t, p, m); break;
+            case SN_MSG_DIGEST_REP:
+                if (t->opt.drop_digest_reps) {
+                    t->opt.drop_digest_reps--;  /* test hook: lost on the way */
+                    break;
+                }
+                on_digest_rep(t, p, m);
+                break;
             case SN_MSG_FETCH_REP: on_fetch_rep(t, m); break;
             default: count(&t->st.bad_frames, 1); break;
             }
@@ -2992,6 +3031,7 @@ static void actor_fn(zsock_t *pipe, void *arg)
             if (t->nsettle)
                 settle_check(t, now);
             join_tick(t, now);
+            resync_check(t, now);
             sweep_pending(t);
             redial(t, now);
             next_hb = now + t->opt.heartbeat_ms;
@@ -3234,6 +3274,7 @@ void sn_transport_stats(sn_transport_t *t, sn_node_stats_t *s)
     LOAD(full_fetches);
     LOAD(resyncs);
     LOAD(resync_settled);
+    LOAD(resync_retries);
     LOAD(bad_frames);
     LOAD(apply_refused);
     LOAD(queue_overflows);

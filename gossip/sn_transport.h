@@ -36,6 +36,7 @@ typedef struct {
     const char *curve_cert;       /* this node's certificate: the bus is CURVE-secured */
     const char *curve_allow;      /* directory of the members' public certificates */
     double drop_rate;             /* test hook */
+    uint32_t drop_digest_reps;    /* test hook */
     sn_change_fn on_change;
     void *on_change_arg;
     void (*on_leave)(void *arg);  /* after an operator's `leave` (actor thread) */

@@ -162,6 +162,7 @@ SN_EXPORT sn_node_t *sn_node_new(const sn_config_t *cfg)
         .curve_cert = node->cfg.curve_cert,
         .curve_allow = node->cfg.curve_allow,
         .drop_rate = node->cfg.test_drop_rate,
+        .drop_digest_reps = node->cfg.test_drop_digest_reps,
         .on_change = cfg->tier || cfg->on_change ? node_on_change : NULL,
         .on_change_arg = node,
         .on_leave = node->cfg.on_leave,

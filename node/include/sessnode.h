@@ -203,6 +203,8 @@ typedef struct {
      * to memcached on every such miss, a new session's first read too. */
     int tier_read_through;
     double test_drop_rate;      /* test hook: fraction of received deltas dropped */
+    uint32_t test_drop_digest_reps; /* test hook: this many anti-entropy pages'
+                                     * answers dropped on arrival */
 } sn_config_t;
 
 /* Fills `cfg` with the defaults (zeroes and the documented values). */
@@ -306,6 +308,8 @@ typedef struct {
                                  * backlog miss) */
     uint64_t resync_settled;    /* differences anti-entropy found that their
                                  * deltas, still in flight, then closed */
+    uint64_t resync_retries;    /* anti-entropy pages asked for again, the first
+                                 * request or its answer lost */
     uint64_t bad_frames;        /* undecodable or invalid input, dropped */
     uint64_t apply_refused;     /* peers' updates this node could not hold (its
                                  * memory limit; each is logged) */

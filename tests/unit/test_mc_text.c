@@ -903,7 +903,8 @@ static void test_stats(void **state)
         "STAT cluster_node_id ", "STAT cluster_peers 0\r\n", "STAT cluster_peers_alive 0\r\n",
         "STAT repl_deltas_sent ", "STAT repl_deltas_received ", "STAT repl_duplicates ",
         "STAT repl_gaps_detected ", "STAT repl_repaired ", "STAT repl_full_fetches ",
-        "STAT repl_resyncs ", "STAT repl_bad_frames ", "STAT repl_bytes_sent ",
+        "STAT repl_resyncs ", "STAT repl_resync_retries ", "STAT repl_bad_frames ",
+        "STAT repl_bytes_sent ",
         "STAT repl_bytes_received ", "STAT repl_snapshot_sessions ", "STAT repl_tombstones ",
         "STAT repl_queue_overflows ", "STAT repl_acks_timed_out ",
     };
