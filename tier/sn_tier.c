@@ -14,6 +14,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -1189,6 +1190,23 @@ static void timed_wait(sn_tier_t *t, uint32_t ms)
     pthread_cond_timedwait(&t->cond, &t->lock, &ts);
 }
 
+/* The thread's rounds are bulk work that no request waits for: as a
+ * SCHED_BATCH thread it keeps its share of the CPU, but a round that comes
+ * due does not preempt a worker, and with it every connection the worker
+ * serves; it runs when a CPU is free or at the scheduler's next turn
+ * (docs/BENCHMARKS.md, "The tier's thread does not preempt the workers").
+ * A node whose threads run under a real-time policy keeps it for this one
+ * too, lest they starve it. */
+static void be_background(void)
+{
+    int policy;
+    struct sched_param sp;
+    if (pthread_getschedparam(pthread_self(), &policy, &sp) == 0 && policy == SCHED_OTHER) {
+        sp.sched_priority = 0;
+        pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+    }
+}
+
 /* Every flush_ms the thread takes the whole queue, swapping in an empty
  * table, and writes it: the writers' lock is held for a swap, never for
  * the writing, and a round carries everything that came in its interval. */
@@ -1196,6 +1214,7 @@ static void *tier_thread(void *arg)
 {
     sn_tier_t *t = arg;
     pthread_setname_np(pthread_self(), "sn-tier");
+    be_background();
     pthread_mutex_lock(&t->lock);
     for (;;) {
         if (t->boot_wanted && !t->boot_done) {
