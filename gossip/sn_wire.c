@@ -191,13 +191,24 @@ static int sn_wire_pack_state(msgpack_packer *pk, const uint8_t *id, uint32_t id
     return err | sn_wire_pack_tail(pk, st);
 }
 
+/* The checks every encoding of a state starts with: a valid id and a state
+ * within the wire's limits (*raw: its bytes, the id's included). */
+static int sn_wire_state_args_ok(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
+                                 uint64_t *raw)
+{
+    if (!st || !sn_wire_id_ok(id, id_len))
+        return SN_EINVAL;
+    *raw = id_len;
+    return sn_wire_state_ok(st, raw);
+}
+
 int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *st,
                          uint8_t **out, size_t *out_len)
 {
-    if (!st || !out || !out_len || !sn_wire_id_ok(id, id_len))
+    if (!out || !out_len)
         return SN_EINVAL;
-    uint64_t raw = id_len;
-    int rc = sn_wire_state_ok(st, &raw);
+    uint64_t raw;
+    int rc = sn_wire_state_args_ok(id, id_len, st, &raw);
     if (rc)
         return rc;
 
@@ -211,10 +222,10 @@ int sn_wire_encode_state(const uint8_t *id, uint32_t id_len, const sn_state_t *s
 int sn_wire_append_state(msgpack_sbuffer *sb, const uint8_t *id, uint32_t id_len,
                          const sn_state_t *st)
 {
-    if (!sb || !st || !sn_wire_id_ok(id, id_len))
+    if (!sb)
         return SN_EINVAL;
-    uint64_t raw = id_len;
-    int rc = sn_wire_state_ok(st, &raw);
+    uint64_t raw;
+    int rc = sn_wire_state_args_ok(id, id_len, st, &raw);
     if (rc)
         return rc;
     size_t start = sb->size;
@@ -248,10 +259,10 @@ static int fixed_write(void *data, const char *b, size_t n)
 int sn_wire_put_state(uint8_t *buf, size_t cap, size_t *len, const uint8_t *id,
                       uint32_t id_len, const sn_state_t *st)
 {
-    if (!buf || !len || !st || !sn_wire_id_ok(id, id_len))
+    if (!buf || !len)
         return SN_EINVAL;
-    uint64_t raw = id_len;
-    int rc = sn_wire_state_ok(st, &raw);
+    uint64_t raw;
+    int rc = sn_wire_state_args_ok(id, id_len, st, &raw);
     if (rc)
         return rc;
     fixed_t f = {buf, cap, 0};
